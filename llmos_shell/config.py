@@ -1,0 +1,76 @@
+"""Where llmos keeps its data, and which model it uses.
+
+Settings come from, in order: a command-line option, an environment variable,
+the default. Nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+TEST_MODEL = "smollm2-135m-instruct"
+
+log = logging.getLogger("llmos")
+
+
+@dataclass
+class Config:
+    """Resolved settings for one run of llmos."""
+
+    home: Path
+    model: str = DEFAULT_MODEL
+    plugins_dir: Path | None = None
+    # Upper bound on the context window, whatever the model was trained for:
+    # a bigger window costs memory and prefill time on a 2-core machine.
+    max_ctx: int = int(os.environ.get("LLMOS_MAX_CTX", "4096"))
+
+    @classmethod
+    def load(cls, home: str | Path | None = None, model: str | None = None,
+             plugins_dir: str | Path | None = None) -> "Config":
+        home_path = Path(home or os.environ.get("LLMOS_HOME") or Path.home() / ".llmos").expanduser()
+        plugins = plugins_dir or os.environ.get("LLMOS_PLUGINS_DIR")
+        return cls(
+            home=home_path,
+            model=model or os.environ.get("LLMOS_MODEL") or DEFAULT_MODEL,
+            plugins_dir=Path(plugins).expanduser() if plugins else home_path / "plugins",
+        )
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "llmos.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "llmos.log"
+
+    @property
+    def history_path(self) -> Path:
+        return self.home / "history"
+
+    def ensure_home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+
+
+def setup_logging(config: Config) -> None:
+    """Send log records (tracebacks included) to $LLMOS_HOME/llmos.log, never to the terminal."""
+    root = logging.getLogger("llmos")
+    if any(getattr(h, "_llmos", False) for h in root.handlers):
+        return
+    try:
+        config.ensure_home()
+        handler: logging.Handler = logging.FileHandler(config.log_path, encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler._llmos = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if os.environ.get("LLMOS_DEBUG") else logging.INFO)
+    root.propagate = False

@@ -1,0 +1,316 @@
+"""The CPU: a language model behind a small interface the kernel talks to.
+
+:class:`Cpu` is the interface (tokenize, chat template, generate with streaming,
+grammar, stop sequences, seed, cancellation). :class:`LlamaCpu` runs a GGUF
+model in-process with llama-cpp-python. A ``Llama`` object is not thread-safe,
+so one worker thread owns it and every caller queues requests to that worker;
+tokens stream back to the caller's thread, where Ctrl-C can reach them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from llmos_shell.errors import BadModelFile, Cancelled, LlmosError
+
+log = logging.getLogger("llmos.cpu")
+
+TokenCallback = Callable[[str], None]
+
+
+@dataclass
+class GenerationStats:
+    """Timing of one generation, as ``llmos run --json`` reports it per turn."""
+
+    prefill_tokens: int = 0      # prompt tokens evaluated this time
+    cached_tokens: int = 0       # prompt tokens reused from the KV cache
+    ttft_ms: float = 0.0         # time to first token
+    decode_tokens: int = 0
+    decode_tok_s: float = 0.0
+    total_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str            # "stop", "length" or "cancelled"
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.finish_reason == "cancelled"
+
+
+class Cpu(ABC):
+    """What the kernel needs from a model."""
+
+    name: str = "cpu"
+    sha256: str | None = None
+    n_ctx: int = 2048
+
+    @abstractmethod
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of ``text`` (special tokens such as ``<|im_start|>`` parsed as such)."""
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    @abstractmethod
+    def format_chat(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None) -> str:
+        """The prompt for ``messages`` in the model's own chat template, ending with the assistant prompt."""
+
+    @abstractmethod
+    def generate(self, prompt: str, *, max_tokens: int = 512, grammar: str | None = None,
+                 stop: Sequence[str] = (), seed: int | None = None, temperature: float = 0.0,
+                 on_token: TokenCallback | None = None, cancel: threading.Event | None = None) -> Generation:
+        """Continue ``prompt``. ``grammar`` is GBNF; ``on_token`` gets each piece of text as it comes;
+        setting ``cancel`` stops generation within one token (finish_reason "cancelled")."""
+
+    def next_token_logprobs(self, prompt: str, candidates: Iterable[str]) -> dict[str, float]:
+        """Log-probability that the next token starts with each candidate string (for decisions)."""
+        raise NotImplementedError
+
+    def chat(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> str:
+        """Convenience for drivers: one reply to ``messages``, as text."""
+        generation = self.generate(self.format_chat(messages), **kwargs)
+        if generation.cancelled:
+            raise Cancelled("cancelled")
+        return generation.text
+
+    def close(self) -> None:
+        pass
+
+
+# --- llama-cpp-python in-process ------------------------------------------------------
+
+_STOP = object()
+
+
+class LlamaCpu(Cpu):
+    """A GGUF model run in-process by llama-cpp-python, owned by one worker thread."""
+
+    def __init__(self, model_path: str | os.PathLike, *, n_ctx: int | None = None, max_ctx: int = 4096,
+                 n_threads: int | None = None, name: str | None = None, sha256: str | None = None,
+                 seed: int = 0) -> None:
+        self.model_path = str(model_path)
+        self.name = name or os.path.basename(self.model_path)
+        self.sha256 = sha256
+        threads = n_threads or os.cpu_count() or 1
+        self._requests: queue.Queue = queue.Queue()
+        self._worker = threading.Thread(target=self._serve, name="llmos-cpu", daemon=True)
+        loaded: Future = Future()
+        self._worker.start()
+        self._requests.put((lambda _: self._load(n_ctx, max_ctx, threads, seed), loaded))
+        try:
+            loaded.result()
+        except BadModelFile:
+            raise
+        except Exception as error:  # llama.cpp refused the file
+            raise BadModelFile(f"{self.name}: llama.cpp could not load the model ({error})") from error
+
+    # everything below prefixed _w runs on the worker thread
+    def _load(self, n_ctx: int | None, max_ctx: int, threads: int, seed: int) -> None:
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.n_ctx = min(n_ctx or max_ctx, max_ctx)
+        self._llm = llama_cpp.Llama(
+            model_path=self.model_path, n_ctx=self.n_ctx, n_threads=threads, n_threads_batch=threads,
+            n_batch=512, use_mmap=True, seed=seed, verbose=False)
+        meta = self._llm.metadata
+        template = meta.get("tokenizer.chat_template")
+        vocab = self._llm._model
+        self._eos = vocab.token_get_text(self._llm.token_eos()) if self._llm.token_eos() >= 0 else ""
+        self._bos = vocab.token_get_text(self._llm.token_bos()) if self._llm.token_bos() >= 0 else ""
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=self._eos, bos_token=self._bos) \
+            if template else None
+        self._add_bos = meta.get("tokenizer.ggml.add_bos_token", "false") == "true"
+        self._grammars: dict[str, Any] = {}
+
+    def _serve(self) -> None:
+        while True:
+            item = self._requests.get()
+            if item is _STOP:
+                return
+            function, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(function(self))
+            except BaseException as error:  # handed to the caller's thread
+                future.set_exception(error)
+
+    def _submit(self, function: Callable[["LlamaCpu"], Any]) -> Any:
+        future: Future = Future()
+        self._requests.put((function, future))
+        return future.result()
+
+    # --- interface ----------------------------------------------------------------------
+
+    def _w_tokenize(self, text: str) -> list[int]:
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=self._add_bos, special=True)
+        bos = self._llm.token_bos()
+        if len(tokens) > 1 and tokens[0] == bos and tokens[1] == bos:  # template wrote a BOS too
+            tokens = tokens[1:]
+        return tokens
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._submit(lambda cpu: cpu._w_tokenize(text))
+
+    def format_chat(self, messages, tools=None) -> str:
+        if self._formatter is None:  # no template in the file: a plain transcript
+            lines = [f"{m['role']}: {m.get('content') or ''}" for m in messages]
+            return "\n".join(lines) + "\nassistant:"
+        return self._formatter(messages=list(messages), tools=list(tools) if tools else None).prompt
+
+    def _grammar(self, gbnf: str):
+        from llama_cpp import LlamaGrammar
+
+        grammar = self._grammars.get(gbnf)
+        if grammar is None:
+            grammar = self._grammars[gbnf] = LlamaGrammar.from_string(gbnf, verbose=False)
+        return grammar
+
+    def generate(self, prompt, *, max_tokens=512, grammar=None, stop=(), seed=None, temperature=0.0,
+                 on_token=None, cancel=None) -> Generation:
+        cancel = cancel or threading.Event()
+        pieces: queue.Queue = queue.Queue()
+        started = time.perf_counter()
+
+        def work(cpu: "LlamaCpu") -> Generation:
+            return cpu._w_generate(prompt, max_tokens, grammar, list(stop), seed, temperature, cancel,
+                                   pieces.put, started)
+
+        future: Future = Future()
+        self._requests.put((work, future))
+        text: list[str] = []
+        interrupted = False
+        while True:
+            try:
+                piece = pieces.get(timeout=0.05)
+            except queue.Empty:
+                if future.done() and pieces.empty():
+                    break
+                continue
+            except KeyboardInterrupt:  # Ctrl-C in the caller's thread: stop the worker, keep the partial text
+                cancel.set()
+                interrupted = True
+                continue
+            if piece is None:
+                break
+            text.append(piece)
+            if on_token is not None:
+                try:
+                    on_token(piece)
+                except KeyboardInterrupt:
+                    cancel.set()
+                    interrupted = True
+        generation = future.result()
+        if interrupted:
+            raise KeyboardInterrupt
+        return generation
+
+    def _w_generate(self, prompt, max_tokens, grammar, stop, seed, temperature, cancel, emit,
+                    started) -> Generation:
+        llm = self._llm
+        tokens = self._w_tokenize(prompt)
+        if len(tokens) >= self.n_ctx:
+            emit(None)
+            raise LlmosError(f"prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}")
+        max_tokens = max(1, min(max_tokens, self.n_ctx - len(tokens)))
+        cached = min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
+        stats = GenerationStats(prefill_tokens=len(tokens) - cached, cached_tokens=cached)
+        text: list[str] = []
+        finish = "stop"
+        first = last = None
+        try:
+            stream = llm.create_completion(
+                tokens, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
+                stop=stop or None, seed=seed, stream=True,
+                grammar=self._grammar(grammar) if grammar else None)
+            for chunk in stream:
+                now = time.perf_counter()
+                if first is None:
+                    first = now
+                last = now
+                choice = chunk["choices"][0]
+                piece = choice["text"]
+                if piece:
+                    stats.decode_tokens += 1
+                    text.append(piece)
+                    emit(piece)
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+                if cancel.is_set():
+                    finish = "cancelled"
+                    stream.close()
+                    break
+        finally:
+            emit(None)
+        if first is not None:
+            stats.ttft_ms = 1000 * (first - started)
+            if stats.decode_tokens > 1 and last > first:
+                stats.decode_tok_s = (stats.decode_tokens - 1) / (last - first)
+        stats.total_ms = 1000 * (time.perf_counter() - started)
+        return Generation(text="".join(text), finish_reason=finish, stats=stats)
+
+    def next_token_logprobs(self, prompt: str, candidates: Iterable[str]) -> dict[str, float]:
+        candidates = tuple(candidates)
+        return self._submit(lambda cpu: cpu._w_next_token_logprobs(prompt, candidates))
+
+    def _w_next_token_logprobs(self, prompt: str, candidates: tuple[str, ...]) -> dict[str, float]:
+        import numpy as np
+
+        llm = self._llm
+        tokens = self._w_tokenize(prompt)
+        # Evaluate only what the KV cache lacks; the generation that follows reuses all of it.
+        reuse = min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
+        llm.n_tokens = reuse
+        llm.eval(tokens[reuse:])
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+        top = logits.max()
+        logprobs = logits - (top + np.log(np.exp(logits - top).sum()))
+        out = {}
+        for candidate in candidates:
+            ids = self._w_tokens_starting_with(candidate)
+            out[candidate] = float(np.logaddexp.reduce(logprobs[ids])) if len(ids) else float("-inf")
+        return out
+
+    def _w_tokens_starting_with(self, text: str):
+        """Ids of the tokens whose text (leading spaces aside) starts with ``text``, or is ``text``'s start."""
+        import numpy as np
+
+        cache = self.__dict__.setdefault("_starts", {})
+        if text not in cache:
+            if "_pieces" not in self.__dict__:
+                self._pieces = [self._llm.detokenize([i], special=True).decode("utf-8", "replace").lstrip()
+                                for i in range(self._llm.n_vocab())]
+            cache[text] = np.array([i for i, piece in enumerate(self._pieces)
+                                    if piece and (piece.startswith(text) or (len(piece) >= 3 and text.startswith(piece)))],
+                                   dtype=np.int64)
+        return cache[text]
+
+    def close(self) -> None:
+        if self._worker.is_alive():
+            def release(cpu: "LlamaCpu") -> None:
+                llm = getattr(cpu, "_llm", None)
+                if llm is not None:
+                    llm.close()
+                cpu._llm = None
+            try:
+                self._submit(release)
+            finally:
+                self._requests.put(_STOP)
+                self._worker.join(timeout=5)

@@ -1,0 +1,296 @@
+"""`llmos fs ...`, `llmos ps` and `llmos log`: the SQLite filesystem from outside the shell.
+
+Thin: each command calls one :class:`~llmos_shell.fs.Filesystem` method.
+Errors are :class:`~llmos_shell.errors.LlmosError` s (one line, exit 1 or 2);
+``grep`` and ``find`` exit 1 when nothing matches, like their Unix namesakes.
+Lists print one JSON object per line with ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Iterable
+
+import click
+
+from llmos_shell.errors import UsageError
+
+
+def _fs(state):
+    return state.system.fs
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def _echo_lines(rows: Iterable[Any]) -> None:
+    for row in rows:
+        _echo_json(row)
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def _long_line(entry: dict[str, Any]) -> str:
+    is_dir = entry["kind"] == "dir"
+    name = entry["name"] + ("/" if is_dir and entry["name"] != "/" else "")
+    size = "-" if is_dir else _size(entry["size"])
+    mime = "directory" if is_dir else entry["mime"]
+    return f"{'d' if is_dir else '-'} {size:>8}  {_when(entry['modified'])}  {mime:<24} {name}"
+
+
+# --- llmos fs -------------------------------------------------------------------------------
+
+@click.group("fs")
+def fs_group() -> None:
+    """The SQLite filesystem: files, folders, search, and copying to and from the host.
+
+    Paths are absolute inside the filesystem ("/notes/a.txt"); relative ones
+    start at "/". Examples:
+
+      llmos fs put report.txt /inputs        # host -> llmos
+      llmos fs ls -l /inputs
+      llmos fs grep quarterly /inputs
+      llmos fs get /outputs ./results        # llmos -> host
+    """
+
+
+@fs_group.command("ls")
+@click.argument("paths", nargs=-1)
+@click.option("-l", "--long", "long_form", is_flag=True, help="Kind, size, modified time and type of each entry.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per entry.")
+@click.pass_obj
+def fs_ls(state, paths: tuple[str, ...], long_form: bool, as_json: bool) -> None:
+    """List directories (default /)."""
+    fs = _fs(state)
+    paths = paths or ("/",)
+    for index, path in enumerate(paths):
+        entries = fs.ls(path)
+        if as_json:
+            _echo_lines(entries)
+            continue
+        if len(paths) > 1:
+            click.echo(("\n" if index else "") + f"{fs.stat(path)['path']}:")
+        for entry in entries:
+            if long_form:
+                click.echo(_long_line(entry))
+            else:
+                click.echo(entry["name"] + ("/" if entry["kind"] == "dir" else ""))
+
+
+@fs_group.command("stat")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.pass_obj
+def fs_stat(state, path: str, as_json: bool) -> None:
+    """Details of a file or directory: type, size, sha256, times."""
+    info = _fs(state).stat(path)
+    if as_json:
+        _echo_json(info)
+        return
+    for key in ("path", "kind", "mime", "size", "text", "sha256"):
+        click.echo(f"{key:<9} {info[key] if info[key] is not None else '-'}")
+    click.echo(f"{'created':<9} {_when(info['created'])}")
+    click.echo(f"{'modified':<9} {_when(info['modified'])}")
+
+
+@fs_group.command("cat")
+@click.argument("paths", nargs=-1, required=True)
+@click.pass_obj
+def fs_cat(state, paths: tuple[str, ...]) -> None:
+    """Write files' bytes to stdout, exactly as stored."""
+    fs = _fs(state)
+    out = click.get_binary_stream("stdout")
+    for path in paths:
+        out.write(fs.read(path))
+    out.flush()
+
+
+@fs_group.command("put")
+@click.argument("host_path", type=click.Path(allow_dash=True))
+@click.argument("dest", required=False, default="/")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.pass_obj
+def fs_put(state, host_path: str, dest: str, as_json: bool) -> None:
+    """Import a host file or folder into DEST (default /); `-` reads stdin into the file DEST."""
+    fs = _fs(state)
+    if host_path == "-":
+        if dest == "/":
+            raise UsageError("`put -` needs a destination file, e.g. llmos fs put - /notes/a.txt")
+        data = click.get_binary_stream("stdin").read()
+        info = fs.write(dest, data)
+        summary = {"path": info["path"], "files": 1, "dirs": 0, "bytes": info["size"], "skipped": []}
+    else:
+        summary = fs.import_host(host_path, dest)
+    if as_json:
+        _echo_json(summary)
+        return
+    click.echo(f"{summary['path']}: {summary['files']} file(s), {summary['bytes']} bytes")
+    for skipped in summary["skipped"]:
+        click.echo(f"skipped {skipped['host']}: {skipped['why']}", err=True)
+
+
+@fs_group.command("get")
+@click.argument("path")
+@click.argument("host_dir", required=False, default=".", type=click.Path(file_okay=False))
+@click.option("--no-clobber", "-n", is_flag=True, help="Refuse to replace existing host files.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.pass_obj
+def fs_get(state, path: str, host_dir: str, no_clobber: bool, as_json: bool) -> None:
+    """Export a file or folder into HOST_DIR (default: the current directory).
+
+    Nothing is ever written outside HOST_DIR: no `..`, no absolute names, no
+    writing through symbolic links.
+    """
+    summary = _fs(state).export(path, host_dir, overwrite=not no_clobber)
+    if as_json:
+        _echo_json(summary)
+        return
+    click.echo(f"{summary['path']}: {summary['files']} file(s), {summary['bytes']} bytes")
+
+
+@fs_group.command("rm")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-r", "--recursive", is_flag=True, help="Remove directories and everything in them.")
+@click.pass_obj
+def fs_rm(state, paths: tuple[str, ...], recursive: bool) -> None:
+    """Remove files (and, with -r, directories)."""
+    fs = _fs(state)
+    for path in paths:
+        fs.rm(path, recursive=recursive)
+
+
+@fs_group.command("mkdir")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-p", "--parents", is_flag=True, help="Create parents as needed; no error if it exists.")
+@click.pass_obj
+def fs_mkdir(state, paths: tuple[str, ...], parents: bool) -> None:
+    """Create directories."""
+    fs = _fs(state)
+    for path in paths:
+        fs.mkdir(path, parents=parents)
+
+
+@fs_group.command("mv")
+@click.argument("src")
+@click.argument("dst")
+@click.pass_obj
+def fs_mv(state, src: str, dst: str) -> None:
+    """Move or rename a file or directory (into DST if it is a directory)."""
+    _fs(state).mv(src, dst)
+
+
+@fs_group.command("cp")
+@click.argument("src")
+@click.argument("dst")
+@click.pass_obj
+def fs_cp(state, src: str, dst: str) -> None:
+    """Copy a file or a directory tree (into DST if it is a directory)."""
+    _fs(state).cp(src, dst)
+
+
+@fs_group.command("find")
+@click.argument("pattern")
+@click.argument("path", required=False, default="/")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per match.")
+@click.pass_obj
+def fs_find(state, pattern: str, path: str, as_json: bool) -> None:
+    """Paths under PATH matching a glob: '*.txt' matches names, 'notes/**/*.md' whole paths."""
+    matches = _fs(state).find(pattern, path)
+    if as_json:
+        _echo_lines(matches)
+    else:
+        for match in matches:
+            click.echo(match["path"])
+    if not matches:
+        sys.exit(1)
+
+
+@fs_group.command("grep")
+@click.argument("pattern")
+@click.argument("path", required=False, default="/")
+@click.option("-E", "--regex", is_flag=True, help="PATTERN is a regular expression (default: words, via FTS5).")
+@click.option("-i", "--ignore-case", is_flag=True, help="With --regex: ignore case (word search always does).")
+@click.option("-l", "--files-with-matches", "names_only", is_flag=True, help="Print only the paths of matching files.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per matching line.")
+@click.pass_obj
+def fs_grep(state, pattern: str, path: str, regex: bool, ignore_case: bool, names_only: bool, as_json: bool) -> None:
+    """Lines of text files under PATH containing PATTERN's words (stemmed), or matching a regex with -E."""
+    matches = _fs(state).grep(pattern, regex=regex, path=path, ignore_case=ignore_case)
+    if names_only:
+        seen = list(dict.fromkeys(m["path"] for m in matches))
+        for name in seen:
+            click.echo(json.dumps({"path": name}) if as_json else name)
+    elif as_json:
+        _echo_lines(matches)
+    else:
+        for match in matches:
+            click.echo(f"{match['path']}:{match['line']}:{match['text']}")
+    if not matches:
+        sys.exit(1)
+
+
+@fs_group.command("check")
+@click.pass_obj
+def fs_check(state) -> None:
+    """Check the database file (PRAGMA integrity_check); exit 1 if it is damaged."""
+    result = _fs(state).integrity_check()
+    click.echo(result)
+    if result != "ok":
+        sys.exit(1)
+
+
+# --- llmos ps / log -------------------------------------------------------------------------
+
+@click.command("ps")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per process.")
+@click.pass_obj
+def ps_command(state, as_json: bool) -> None:
+    """Processes: pid, parent, status, model, name, messages and syscalls."""
+    rows = _fs(state).processes()
+    if as_json:
+        _echo_lines(rows)
+        return
+    click.echo(f"{'PID':>5} {'PARENT':>6}  {'STATUS':<11} {'MSGS':>5} {'CALLS':>5}  {'CREATED':<19}  {'MODEL':<28} NAME")
+    for row in rows:
+        click.echo(f"{row['pid']:>5} {row['parent'] or '-':>6}  {row['status']:<11} {row['messages']:>5} "
+                   f"{row['syscalls']:>5}  {_when(row['created'])}  {(row['model'] or '-')[:28]:<28} {row['name']}")
+
+
+@click.command("log")
+@click.option("--pid", type=int, help="Only this process's syscalls.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), help="Only the last N entries.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per syscall.")
+@click.pass_obj
+def log_command(state, pid: int | None, limit: int | None, as_json: bool) -> None:
+    """The syscall audit log: every call the model made, its arguments, status and result."""
+    fs = _fs(state)
+    if pid is not None:
+        fs.get_process(pid)
+    rows = fs.syscalls(pid=pid, limit=limit)
+    if as_json:
+        _echo_lines(rows)
+        return
+    for row in rows:
+        arguments = json.dumps(row["arguments"], ensure_ascii=False)
+        if len(arguments) > 80:
+            arguments = arguments[:79] + "…"
+        line = (f"{_when(row['started'])}  pid {row['pid'] if row['pid'] is not None else '-':<4} "
+                f"{row['name']:<16} {row['status']:<8} {row['ms']:>8.1f} ms  {arguments}")
+        if row["error"]:
+            line += f"  error: {row['error']}"
+        click.echo(line)

@@ -1,0 +1,238 @@
+"""The bridge to the host's files: import into the tree, export out of it.
+
+Import reads regular files and folders (symbolic links, sockets, devices and
+FIFOs inside a folder are skipped and reported, never followed or read).
+
+Export never writes outside the host directory the user named:
+
+* every name written is checked to be one plain segment (no ``..``, ``.``,
+  ``/``, NUL or empty name), even if the database was edited by hand; the
+  whole export is checked before anything is written;
+* directories are walked with file descriptors (``openat`` with
+  ``O_NOFOLLOW | O_DIRECTORY``), so an existing symlink in the way is refused
+  rather than followed, and nothing can swap a directory for a link mid-way;
+* files are written to a temporary name and renamed into place, so an existing
+  link (symbolic or hard) at the destination is replaced, never written through;
+  an existing symlink there is refused.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat as stat_mod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmos_shell.errors import FsError, UsageError
+from llmos_shell.fs.paths import ROOT, basename, join, normalise, safe_host_name, subtree_bounds
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_shell.fs.files import FilesMixin
+
+
+# --- import -------------------------------------------------------------------------------
+
+def import_host(fs: "FilesMixin", host_path: str | os.PathLike, dest: str = ROOT) -> dict[str, Any]:
+    """Copy a host file or folder into the tree, in one transaction.
+
+    If ``dest`` is an existing directory the source goes inside it under its
+    own name (``put report.txt /inputs`` makes ``/inputs/report.txt``);
+    otherwise ``dest`` is the new name. Returns ``{"path", "files", "dirs",
+    "bytes", "skipped"}`` (``skipped``: host paths not imported, with why).
+    """
+    source = Path(host_path).expanduser()
+    try:
+        info = source.stat()
+    except FileNotFoundError:
+        raise FsError(f"no such host file: {source}") from None
+    except OSError as error:
+        raise FsError(f"cannot read {source}: {error.strerror}") from None
+    dest = normalise(dest)
+    name = source.resolve().name
+    summary: dict[str, Any] = {"path": dest, "files": 0, "dirs": 0, "bytes": 0, "skipped": []}
+    with fs.transaction():
+        if fs.is_dir(dest) and name:
+            target = join(dest, _checked_name(name, source))
+        else:
+            target = dest
+        summary["path"] = target
+        if stat_mod.S_ISREG(info.st_mode):
+            _import_file(fs, source, target, summary)
+        elif stat_mod.S_ISDIR(info.st_mode):
+            _import_tree(fs, source, target, summary)
+        else:
+            raise FsError(f"not a regular file or folder: {source}")
+    return summary
+
+
+def _checked_name(name: str, where: Path) -> str:
+    try:
+        normalise(name)
+        name.encode("utf-8")
+    except (UsageError, UnicodeEncodeError):
+        raise UsageError(f"cannot import {where}: its name is not a valid llmos file name") from None
+    return name
+
+
+def _import_file(fs: "FilesMixin", source: Path, target: str, summary: dict[str, Any]) -> None:
+    try:
+        data = source.read_bytes()
+    except OSError as error:
+        raise FsError(f"cannot read {source}: {error.strerror}") from None
+    fs.write(target, data)
+    summary["files"] += 1
+    summary["bytes"] += len(data)
+
+
+def _import_tree(fs: "FilesMixin", source: Path, target: str, summary: dict[str, Any]) -> None:
+    fs.mkdir(target)
+    summary["dirs"] += 1
+    for root, dirs, files, root_fd in os.fwalk(source, follow_symlinks=False):
+        rel = os.path.relpath(root, source)
+        base = target if rel == "." else join(target, rel)
+        for entry in sorted(dirs) + sorted(files):
+            host = Path(root, entry)
+            try:
+                normalise(entry)
+                if "/" in entry or entry in (".", ".."):
+                    raise UsageError(entry)
+                entry.encode("utf-8")
+            except (UsageError, UnicodeEncodeError):
+                summary["skipped"].append({"host": str(host), "why": "name not valid in llmos"})
+                if entry in dirs:
+                    dirs.remove(entry)
+                continue
+            info = os.stat(entry, dir_fd=root_fd, follow_symlinks=False)
+            if stat_mod.S_ISLNK(info.st_mode):
+                summary["skipped"].append({"host": str(host), "why": "symbolic link"})
+                if entry in dirs:
+                    dirs.remove(entry)
+            elif stat_mod.S_ISDIR(info.st_mode):
+                fs.mkdir(join(base, entry))
+                summary["dirs"] += 1
+            elif stat_mod.S_ISREG(info.st_mode):
+                fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=root_fd)
+                with os.fdopen(fd, "rb") as handle:
+                    data = handle.read()
+                fs.write(join(base, entry), data)
+                summary["files"] += 1
+                summary["bytes"] += len(data)
+            else:
+                summary["skipped"].append({"host": str(host), "why": "not a regular file"})
+
+
+# --- export -------------------------------------------------------------------------------
+
+def export(fs: "FilesMixin", path: str, host_dir: str | os.PathLike, *, overwrite: bool = True) -> dict[str, Any]:
+    """Copy file or directory ``path`` into host directory ``host_dir`` (created if missing).
+
+    ``/notes`` exported to ``out`` becomes ``out/notes/...``; ``/`` exports the
+    whole tree's contents into ``out``. Existing host files are replaced unless
+    ``overwrite=False``. Returns ``{"path", "files", "dirs", "bytes"}``.
+    """
+    path = normalise(path)
+    host_root = Path(host_dir).expanduser()
+    with fs._lock:
+        top = fs.stat(path)
+        entries = _plan(fs, path, top)
+        try:
+            host_root.mkdir(parents=True, exist_ok=True)
+            root_fd = os.open(host_root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as error:
+            raise FsError(f"cannot write to host directory {host_root}: {error.strerror}") from None
+        summary = {"path": str(host_root / basename(path)) if path != ROOT else str(host_root),
+                   "files": 0, "dirs": 0, "bytes": 0}
+        fds: dict[tuple[str, ...], int] = {(): root_fd}
+        try:
+            for parts, row in entries:
+                parent_fd = fds[parts[:-1]]
+                if row["kind"] == "dir":
+                    fds[parts] = _open_dir(parent_fd, parts, host_root)
+                    summary["dirs"] += 1
+                else:
+                    content = fs._value("SELECT content FROM files WHERE id = ?", (row["id"],)) or b""
+                    _write_file(parent_fd, parts, bytes(content), row["modified"], host_root, overwrite)
+                    summary["files"] += 1
+                    summary["bytes"] += len(content)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+    return summary
+
+
+def _plan(fs: "FilesMixin", path: str, top: dict[str, Any]) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    """Every row to export with its host-relative segments, all checked before anything is written."""
+    rows = [fs._one("SELECT id, path, kind, modified FROM files WHERE path = ?", (path,))]
+    if top["kind"] == "dir":
+        low, high = subtree_bounds(path)
+        rows += fs._all("SELECT id, path, kind, modified FROM files WHERE path > ? AND path < ? ORDER BY path",
+                        (low, high))
+    start = 0 if path == ROOT else len(path) - len(basename(path))
+    plan = []
+    for row in rows:
+        if row["path"] == ROOT:
+            continue
+        relative = row["path"][start:] if path != ROOT else row["path"][1:]
+        parts = tuple(relative.split("/"))
+        if not row["path"].startswith("/") or not all(safe_host_name(part) for part in parts):
+            raise UsageError(f"refusing to export {row['path']!r}: it is not a plain relative name")
+        plan.append((parts, row))
+    return plan
+
+
+def _describe(host_root: Path, parts: tuple[str, ...]) -> str:
+    return str(host_root.joinpath(*parts))
+
+
+def _open_dir(parent_fd: int, parts: tuple[str, ...], host_root: Path) -> int:
+    name = parts[-1]
+    try:
+        os.mkdir(name, 0o777, dir_fd=parent_fd)
+    except FileExistsError:
+        pass
+    except OSError as error:
+        raise FsError(f"cannot create {_describe(host_root, parts)}: {error.strerror}") from None
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise FsError(f"refusing to export into {_describe(host_root, parts)}: "
+                          "it exists on the host and is not a plain directory (a symlink or a file)") from None
+        raise FsError(f"cannot open {_describe(host_root, parts)}: {error.strerror}") from None
+
+
+def _write_file(parent_fd: int, parts: tuple[str, ...], content: bytes, modified: float,
+                host_root: Path, overwrite: bool) -> None:
+    name = parts[-1]
+    where = _describe(host_root, parts)
+    try:
+        existing = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None:
+        if stat_mod.S_ISLNK(existing.st_mode):
+            raise FsError(f"refusing to export over a symbolic link: {where}")
+        if stat_mod.S_ISDIR(existing.st_mode):
+            raise FsError(f"is a directory on the host: {where}")
+        if not overwrite:
+            raise FsError(f"already exists on the host: {where}")
+    temp = f".{name[:200]}.llmos-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=parent_fd)
+    except OSError as error:
+        raise FsError(f"cannot write {where}: {error.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.utime(temp, (modified, modified), dir_fd=parent_fd, follow_symlinks=False)
+        os.replace(temp, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+    except BaseException as error:
+        try:
+            os.unlink(temp, dir_fd=parent_fd)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise FsError(f"cannot write {where}: {error.strerror}") from None
+        raise

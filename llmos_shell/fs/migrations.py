@@ -1,0 +1,220 @@
+"""The schema of ``llmos.db``, built by numbered migrations kept in code.
+
+Each migration is a small function ``mNNN_what(db)`` taking a
+``sqlite_utils.Database``, registered with ``@migration`` in order. They are
+applied with sqlite-utils' migrations helper: each once, in a transaction,
+recorded in ``_sqlite_migrations`` (set ``llmos``). ``PRAGMA user_version``
+holds how many have been applied and ``PRAGMA application_id`` marks the file
+as an llmos database, so opening an up-to-date database costs two pragmas (and
+does not even import sqlite-utils, which pulls in numpy when it is installed).
+
+A database that records a migration this code does not know (written by a
+newer llmos) is refused, never modified. Add a migration by appending a
+function with the next number; never edit, rename or reorder applied ones.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Callable
+
+from llmos_shell.errors import FsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import sqlite_utils
+
+APPLICATION_ID = 0x4C4C4F53  # "LLOS"
+MIGRATION_SET = "llmos"
+FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
+
+#: Every migration, in the order they apply.
+MIGRATIONS: list[Callable[["sqlite_utils.Database"], None]] = []
+
+
+def migration(function: Callable[["sqlite_utils.Database"], None]) -> Callable[["sqlite_utils.Database"], None]:
+    """Register the next migration (its name must be ``mNNN_...`` with the next number)."""
+    expected = f"m{len(MIGRATIONS) + 1:03d}_"
+    if not function.__name__.startswith(expected):
+        raise ValueError(f"migration {function.__name__} should be named {expected}...")
+    MIGRATIONS.append(function)
+    return function
+
+
+@migration
+def m001_files(db: sqlite_utils.Database) -> None:
+    # content is always a BLOB (byte-exact); `text` is the same bytes seen as
+    # text for text files, NULL for binary ones: that is what FTS5 indexes.
+    db.executescript("""
+        CREATE TABLE files (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            parent INTEGER REFERENCES files(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('file', 'dir')),
+            content BLOB,
+            is_text INTEGER NOT NULL DEFAULT 0,
+            mime TEXT,
+            size INTEGER NOT NULL DEFAULT 0,
+            sha256 TEXT,
+            created REAL NOT NULL,
+            modified REAL NOT NULL,
+            text TEXT GENERATED ALWAYS AS (CASE WHEN is_text THEN CAST(content AS TEXT) END) VIRTUAL
+        );
+        CREATE INDEX files_parent_name ON files(parent, name);
+    """)
+    now = time.time()
+    db.execute("INSERT INTO files (path, parent, name, kind, created, modified) VALUES ('/', NULL, '', 'dir', ?, ?)",
+               [now, now])
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+
+@migration
+def m002_files_fts(db: sqlite_utils.Database) -> None:
+    db["files"].enable_fts(["text"], fts_version="FTS5", create_triggers=True, tokenize=FTS_TOKENIZER)
+
+
+@migration
+def m003_processes(db: sqlite_utils.Database) -> None:
+    db.executescript("""
+        CREATE TABLE processes (
+            pid INTEGER PRIMARY KEY,
+            parent INTEGER REFERENCES processes(pid) ON DELETE SET NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            model TEXT,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            ended REAL
+        );
+        CREATE INDEX processes_parent ON processes(parent);
+    """)
+
+
+@migration
+def m004_messages(db: sqlite_utils.Database) -> None:
+    db.executescript("""
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            pid INTEGER NOT NULL REFERENCES processes(pid) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            tokens INTEGER NOT NULL DEFAULT 0,
+            swapped INTEGER NOT NULL DEFAULT 0 CHECK (swapped IN (0, 1)),
+            created REAL NOT NULL,
+            UNIQUE (pid, seq)
+        );
+    """)
+    db["messages"].enable_fts(["content"], fts_version="FTS5", create_triggers=True, tokenize=FTS_TOKENIZER)
+
+
+@migration
+def m005_syscalls(db: sqlite_utils.Database) -> None:
+    db.executescript("""
+        CREATE TABLE syscalls (
+            id INTEGER PRIMARY KEY,
+            pid INTEGER REFERENCES processes(pid) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            arguments TEXT NOT NULL,
+            status TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            started REAL NOT NULL,
+            ms REAL NOT NULL
+        );
+        CREATE INDEX syscalls_pid ON syscalls(pid, id);
+    """)
+
+
+@migration
+def m006_snapshots(db: sqlite_utils.Database) -> None:
+    db.executescript("""
+        CREATE TABLE snapshots (
+            id INTEGER PRIMARY KEY,
+            pid INTEGER NOT NULL REFERENCES processes(pid) ON DELETE CASCADE,
+            created REAL NOT NULL,
+            state BLOB NOT NULL
+        );
+        CREATE INDEX snapshots_pid ON snapshots(pid, id);
+    """)
+
+
+def known() -> list[str]:
+    """The names of the migrations this code knows, in order."""
+    return [function.__name__ for function in MIGRATIONS]
+
+
+def schema_version() -> int:
+    """The ``user_version`` of a database with every known migration applied."""
+    return len(MIGRATIONS)
+
+
+def helper():
+    """sqlite-utils' ``Migrations`` set holding :data:`MIGRATIONS` (imports sqlite-utils)."""
+    from sqlite_utils.migrations import Migrations
+
+    migrations = Migrations(MIGRATION_SET)
+    for function in MIGRATIONS:
+        migrations(name=function.__name__)(function)
+    return migrations
+
+
+def _pragma(conn: sqlite3.Connection, name: str) -> int:
+    return conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def is_current(conn: sqlite3.Connection) -> bool:
+    """True if the database is an llmos one at exactly this code's schema version (cheap)."""
+    return (_pragma(conn, "user_version") == schema_version()
+            and _pragma(conn, "application_id") == APPLICATION_ID)
+
+
+def migrate(conn: sqlite3.Connection, where: str) -> list[str]:
+    """Bring the schema up to date in one write transaction; return the names applied.
+
+    Safe when several processes open a new database at once: the first takes
+    the write lock and migrates, the others wait and then find nothing to do.
+    Each migration runs in a savepoint of that transaction (sqlite-utils'
+    ``atomic``), so a failing one leaves the database as it was.
+    """
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn, execute_plugins=False)
+    migrations = helper()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _refuse_foreign_or_newer(db, migrations, where)
+        pending = [m.name for m in migrations.pending(db)]
+        migrations.apply(db)
+        conn.execute(f"PRAGMA user_version = {schema_version()}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return pending
+
+
+def _refuse_foreign_or_newer(db: "sqlite_utils.Database", migrations, where: str) -> None:
+    version = _pragma(db.conn, "user_version")
+    app_id = _pragma(db.conn, "application_id")
+    if app_id not in (0, APPLICATION_ID):
+        raise FsError(f"{where} is not an llmos database (application id {app_id:#x})")
+    applied = [m.name for m in migrations.applied(db)]
+    unknown = [name for name in applied if name not in known()]
+    if version > schema_version() or unknown:
+        raise FsError(f"{where} was written by a newer llmos (schema {max(version, len(applied))}, "
+                      f"this llmos knows {schema_version()}"
+                      f"{': unknown migration ' + unknown[0] if unknown else ''}): upgrade llmos to open it")
+    if app_id == 0 and not applied:
+        others = [name for name in db.table_names() if not name.startswith("sqlite_")]
+        if others:
+            raise FsError(f"{where} is not an llmos database (it has tables {', '.join(others[:5])}): "
+                          "choose another --home")
+
+
+def integrity_check(conn: sqlite3.Connection) -> str:
+    """``PRAGMA integrity_check`` as one string ('ok' when the file is sound)."""
+    rows = conn.execute("PRAGMA integrity_check").fetchall()
+    return "; ".join(str(row[0]) for row in rows)

@@ -1,0 +1,240 @@
+"""The kernel's records: processes, their messages, the syscall audit log, snapshots.
+
+The kernel writes every turn (:meth:`RecordsMixin.add_message`) and every
+syscall (:meth:`RecordsMixin.record_syscall`) here as it happens, each in its
+own transaction, so ``llmos ps`` and ``llmos log`` show a run while it goes on
+and after it crashed. Messages are indexed by FTS5 for ``recall``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterable
+
+from llmos_shell.errors import FsError, UsageError
+from llmos_shell.fs.base import Store, op
+from llmos_shell.fs.files import fts_query
+
+#: Statuses after which a process has ended (``ended`` is set when one is reached).
+TERMINAL_STATUSES = frozenset({
+    "done", "exited", "ok", "error", "failed", "killed", "cancelled", "interrupted", "denied",
+    "max_steps", "tool_calls",
+})
+
+#: Longest JSON text kept for one syscall's arguments or result in the audit log.
+MAX_LOGGED_CHARS = 64 * 1024
+
+_PROCESS_COLUMNS = "pid, parent, name, status, model, created, updated, ended"
+_MESSAGE_COLUMNS = "pid, seq, role, content, tokens, swapped, created"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def to_json(value: Any) -> str:
+    """JSON for the audit log, cut to :data:`MAX_LOGGED_CHARS` (still valid JSON)."""
+    text = json.dumps(value, ensure_ascii=False, default=_json_default)
+    if len(text) > MAX_LOGGED_CHARS:
+        text = json.dumps({"truncated": True, "chars": len(text), "head": text[:MAX_LOGGED_CHARS // 2]},
+                          ensure_ascii=False)
+    return text
+
+
+def _from_json(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _message(row: dict[str, Any]) -> dict[str, Any]:
+    row["swapped"] = bool(row["swapped"])
+    return row
+
+
+class RecordsMixin(Store):
+    """Processes, messages, syscalls and snapshots (mixed into :class:`~llmos_shell.fs.Filesystem`)."""
+
+    # --- processes --------------------------------------------------------------------
+
+    def _require_process(self, pid: int | None) -> None:
+        if pid is not None and self._value("SELECT 1 FROM processes WHERE pid = ?", (pid,)) is None:
+            raise FsError(f"no such process: {pid}")
+
+    @op
+    def create_process(self, name: str, model: str | None = None, parent: int | None = None,
+                       status: str = "ready") -> int:
+        """Record a new process; returns its pid (1, 2, ...)."""
+        now = time.time()
+        with self._atomic():
+            self._require_process(parent)
+            cursor = self.conn.execute(
+                "INSERT INTO processes (parent, name, status, model, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                (parent, str(name), status, model, now, now))
+            return cursor.lastrowid
+
+    @op
+    def set_process_status(self, pid: int, status: str) -> None:
+        """Change a process's status; a status in :data:`TERMINAL_STATUSES` also sets ``ended``."""
+        now = time.time()
+        ended = now if status in TERMINAL_STATUSES else None
+        with self._atomic():
+            cursor = self.conn.execute(
+                "UPDATE processes SET status = ?, updated = ?, ended = ? WHERE pid = ?", (status, now, ended, pid))
+            if cursor.rowcount == 0:
+                raise FsError(f"no such process: {pid}")
+
+    @op
+    def get_process(self, pid: int) -> dict[str, Any]:
+        """pid, parent, name, status, model, created, updated, ended (times are Unix seconds)."""
+        row = self._one(f"SELECT {_PROCESS_COLUMNS} FROM processes WHERE pid = ?", (pid,))
+        if row is None:
+            raise FsError(f"no such process: {pid}")
+        return row
+
+    @op
+    def processes(self) -> list[dict[str, Any]]:
+        """Every process, oldest first, with how many messages and syscalls it has."""
+        return self._all(
+            f"SELECT {_PROCESS_COLUMNS}, "
+            "(SELECT count(*) FROM messages m WHERE m.pid = p.pid) AS messages, "
+            "(SELECT count(*) FROM syscalls s WHERE s.pid = p.pid) AS syscalls "
+            "FROM processes p ORDER BY pid")
+
+    # --- messages ---------------------------------------------------------------------
+
+    @op
+    def add_message(self, pid: int, role: str, content: str, tokens: int = 0) -> int:
+        """Append one message to a process's conversation; returns its seq (1, 2, ...)."""
+        return self.add_messages(pid, [(role, content, tokens)])[0]
+
+    @op
+    def add_messages(self, pid: int, messages: Iterable[tuple[str, str, int] | dict[str, Any]]) -> list[int]:
+        """Append several messages in one transaction; returns their seqs."""
+        now = time.time()
+        seqs = []
+        with self._atomic():
+            self._require_process(pid)
+            seq = self._value("SELECT coalesce(max(seq), 0) FROM messages WHERE pid = ?", (pid,))
+            rows = []
+            for message in messages:
+                if isinstance(message, dict):
+                    role, content, tokens = message["role"], message.get("content"), message.get("tokens", 0)
+                else:
+                    role, content, tokens = message
+                if content is None:
+                    content = ""
+                elif not isinstance(content, str):
+                    content = json.dumps(content, ensure_ascii=False, default=_json_default)
+                seq += 1
+                seqs.append(seq)
+                rows.append((pid, seq, str(role), content, int(tokens or 0), now))
+            self.conn.executemany(
+                "INSERT INTO messages (pid, seq, role, content, tokens, created) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        return seqs
+
+    @op
+    def messages(self, pid: int, include_swapped: bool = True) -> list[dict[str, Any]]:
+        """A process's messages in order: pid, seq, role, content, tokens, swapped (bool), created."""
+        where = "" if include_swapped else " AND swapped = 0"
+        return [_message(r) for r in self._all(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE pid = ?{where} ORDER BY seq", (pid,))]
+
+    @op
+    def search_messages(self, query: str, limit: int = 20, *, pid: int | None = None,
+                        swapped: bool | None = None) -> list[dict[str, Any]]:
+        """Messages whose content has every word of ``query`` (FTS5, stemmed), best first.
+
+        Each result is a message dict plus ``snippet`` (the matching part, words
+        in ``[...]``) and ``rank`` (bm25, lower is better). Narrow with ``pid``
+        and ``swapped`` (True: only messages evicted to swap).
+        """
+        if limit < 1:
+            raise UsageError("limit must be at least 1")
+        conditions, params = ["messages_fts MATCH ?"], [fts_query(query)]
+        if pid is not None:
+            conditions.append("m.pid = ?")
+            params.append(pid)
+        if swapped is not None:
+            conditions.append("m.swapped = ?")
+            params.append(int(swapped))
+        params.append(limit)
+        rows = self._all(
+            f"SELECT m.pid, m.seq, m.role, m.content, m.tokens, m.swapped, m.created, "
+            "snippet(messages_fts, 0, '[', ']', '…', 16) AS snippet, messages_fts.rank AS rank "
+            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            f"WHERE {' AND '.join(conditions)} ORDER BY messages_fts.rank LIMIT ?", params)
+        return [_message(r) for r in rows]
+
+    @op
+    def mark_swapped(self, pid: int, seqs: Iterable[int], swapped: bool = True) -> int:
+        """Mark messages as evicted to swap (or back, with ``swapped=False``); returns how many changed."""
+        seqs = list(seqs)
+        with self._atomic():
+            cursor = self.conn.executemany(
+                "UPDATE messages SET swapped = ? WHERE pid = ? AND seq = ? AND swapped != ?",
+                [(int(swapped), pid, seq, int(swapped)) for seq in seqs])
+            return cursor.rowcount
+
+    # --- syscalls ---------------------------------------------------------------------
+
+    @op
+    def record_syscall(self, pid: int | None, name: str, arguments: dict[str, Any], status: str,
+                       result: Any = None, error: str | None = None, started: float | None = None,
+                       ms: float = 0.0) -> int:
+        """Append one syscall to the audit log; returns its id.
+
+        ``arguments`` and ``result`` are stored as JSON (bytes as ``"<N bytes>"``,
+        anything longer than :data:`MAX_LOGGED_CHARS` cut); ``started`` is Unix
+        seconds (default: now), ``ms`` how long it took.
+        """
+        with self._atomic():
+            self._require_process(pid)
+            cursor = self.conn.execute(
+                "INSERT INTO syscalls (pid, name, arguments, status, result, error, started, ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (pid, name, to_json(arguments), status, None if result is None else to_json(result),
+                 None if error is None else str(error), time.time() if started is None else started, float(ms)))
+            return cursor.lastrowid
+
+    @op
+    def syscalls(self, pid: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """The audit log, oldest first (the last ``limit`` entries if given): id, pid, name,
+        arguments, status, result, error, started, ms (arguments and result decoded)."""
+        where, params = ("WHERE pid = ?", [pid]) if pid is not None else ("", [])
+        sql = f"SELECT id, pid, name, arguments, status, result, error, started, ms FROM syscalls {where}"
+        if limit is not None:
+            sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id"
+            params.append(limit)
+        else:
+            sql += " ORDER BY id"
+        rows = self._all(sql, params)
+        for row in rows:
+            row["arguments"] = _from_json(row["arguments"])
+            row["result"] = _from_json(row["result"])
+        return rows
+
+    # --- snapshots --------------------------------------------------------------------
+
+    @op
+    def save_snapshot(self, pid: int, state: bytes) -> int:
+        """Store a process's saved state (e.g. the CPU's KV cache); returns the snapshot id."""
+        with self._atomic():
+            self._require_process(pid)
+            cursor = self.conn.execute("INSERT INTO snapshots (pid, created, state) VALUES (?, ?, ?)",
+                                       (pid, time.time(), bytes(state)))
+            return cursor.lastrowid
+
+    @op
+    def latest_snapshot(self, pid: int) -> bytes | None:
+        """The most recent snapshot of a process, or None."""
+        value = self._value("SELECT state FROM snapshots WHERE pid = ? ORDER BY id DESC LIMIT 1", (pid,))
+        return None if value is None else bytes(value)

@@ -1,0 +1,149 @@
+"""The whole driver API of llmos: every hook a plugin can implement.
+
+A driver plugin is a Python module (or package) with functions marked
+``@hookimpl`` whose names are the hooks below. It is loaded from one of:
+
+* the bundled drivers in ``plugins/`` (importable as ``llmos_plugins.NAME``),
+* an installed package's entry point in the group ``llmos_shell``,
+* a single ``.py`` file in the plugins folder (``$LLMOS_HOME/plugins`` or ``--plugins-dir``).
+
+A minimal driver::
+
+    from llmos_shell import hookimpl
+
+    def shout(text: str) -> str:
+        '''Return the text in capitals.
+
+        Args:
+            text: What to shout.
+        '''
+        return text.upper()
+
+    @hookimpl
+    def register_syscalls(register):
+        register(shout)
+
+Set ``LLMOS_TRACE=1`` to log every hook call to stderr.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_shell.syscalls import Syscall, SyscallContext
+    from llmos_shell.system import System
+
+PROJECT = "llmos_shell"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@dataclass
+class DriverStatus:
+    """What ``llmos drivers`` shows for one driver.
+
+    ``ok`` False means the driver is unavailable; ``detail`` then says why and
+    how to install what is missing (one line).
+    """
+
+    name: str
+    ok: bool
+    backend: str = ""
+    detail: str = ""
+
+
+@dataclass
+class SyscallCall:
+    """One call the kernel is about to make: what wrappers of :func:`call_syscall` see."""
+
+    syscall: "Syscall"
+    arguments: dict[str, Any]
+    ctx: "SyscallContext"
+
+
+@hookspec
+def register_syscalls(register: Callable[..., None]) -> None:
+    """Register this plugin's syscalls.
+
+    Call ``register(function, name=None, capabilities=())`` once per syscall.
+    ``function`` is a typed function with a docstring: its JSON schema comes from
+    the signature (``str``, ``int``, ``float``, ``bool``, ``list[X]``, ``Literal[...]``
+    enums, defaults) and the docstring's ``Args:`` section (descriptions). A
+    parameter named ``ctx`` receives a :class:`~llmos_shell.syscalls.SyscallContext`
+    (``ctx.fs``, ``ctx.cpu``, ``ctx.pid``, ``ctx.cancel``) and is hidden from the model.
+    ``capabilities`` are names from :data:`llmos_shell.syscalls.CAPABILITIES`
+    (``reads_fs``, ``writes_fs``, ``irreversible``, ``uses_cpu``, ``audio_out``,
+    ``reads_host``); the kernel's approval policy uses them.
+
+    Raising here marks the plugin broken; the other plugins still load.
+
+    Example::
+
+        @hookimpl
+        def register_syscalls(register):
+            register(delete_file, capabilities=["writes_fs", "irreversible"])
+    """
+
+
+@hookspec
+def driver_status(system: "System") -> list[DriverStatus] | DriverStatus | None:
+    """Report whether this plugin's drivers can work on this machine.
+
+    Called by ``llmos drivers``. Return one :class:`DriverStatus` per driver (a
+    list, or a single one): ``ok=True`` with the backend in use, or ``ok=False``
+    with why and how to install it. Check cheaply (import, ``shutil.which``);
+    don't load models here. Plugins without backends need not implement it.
+
+    Example::
+
+        @hookimpl
+        def driver_status(system):
+            if shutil.which("espeak-ng"):
+                return DriverStatus("speech", True, backend="espeak-ng")
+            return DriverStatus("speech", False, detail="apt-get install espeak-ng")
+    """
+
+
+@hookspec(firstresult=True)
+def call_syscall(call: SyscallCall) -> Any:
+    """Run one syscall and return its result (JSON-serialisable, or bytes/str).
+
+    The kernel implements this hook itself (it runs the function); plugins wrap
+    it with ``@hookimpl(wrapper=True)`` to time, audit or veto calls. A wrapper
+    ``yield``s to get the result (or the exception, re-raised at the ``yield``)
+    and returns what the kernel should see. Raise
+    :class:`llmos_shell.errors.Denied` before yielding to refuse the call.
+
+    ``firstresult``: the first non-None result wins.
+
+    Example::
+
+        @hookimpl(wrapper=True)
+        def call_syscall(call):
+            started = time.monotonic()
+            try:
+                return (yield)
+            finally:
+                log.info("%s took %.1f ms", call.syscall.name, 1000 * (time.monotonic() - started))
+    """
+
+
+@hookspec
+def startup(system: "System") -> None:
+    """Called once after every plugin has loaded and the filesystem is open.
+
+    Use it to create files or directories a driver needs (``system.fs``), or to
+    read settings (``system.config``). Don't load models here: it runs before
+    the shell's prompt appears. Raising marks the plugin broken.
+    """
+
+
+# Used by the meta-test that every hook is documented.
+HOOK_NAMES = ("register_syscalls", "driver_status", "call_syscall", "startup")
+
+

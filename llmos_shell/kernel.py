@@ -1,0 +1,306 @@
+"""The kernel: context -> CPU -> decode -> syscalls -> results -> again, until a reply.
+
+Each step asks the CPU one cheap question first: how likely is the model to
+start a tool call here (the probability mass of call-like first tokens such as
+``<tool_call>``, ``{`` or a code fence)? Above a threshold, it decodes a call
+under the grammar of the process's syscall table, so the call always names a
+real syscall with schema-valid arguments; otherwise it decodes a plain reply,
+streamed token by token. Arguments are validated again, the approval policy is
+applied from the syscall's capabilities (never left to the model), the syscall
+runs through the plugin wrappers, and its result (or error) goes back into the
+context. Declared functions (from task files) are returned to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal
+
+from llmos_shell.cpu import Generation
+from llmos_shell.errors import Cancelled, LlmosError
+from llmos_shell.grammar import CALL_OPEN, call_grammar, parse_calls
+from llmos_shell.hookspecs import SyscallCall
+from llmos_shell.memory import Memory
+from llmos_shell.process import Process
+from llmos_shell.syscalls import Syscall, SyscallContext, SyscallTable, declared_syscall
+
+log = logging.getLogger("llmos.kernel")
+
+Approve = Literal["ask", "auto", "never"]
+
+SYSTEM_PROMPT = (
+    "You are llmos, the assistant built into a local operating system. "
+    "When one of the functions can do what the user asks, call it, taking argument values from the "
+    "user's words. When no function fits, answer directly in plain text. Keep answers short."
+)
+
+# First tokens that start a tool call in the formats small models use.
+CALL_STARTS = ("<tool_call>", "```", "{")
+
+
+@dataclass
+class SyscallRecord:
+    """One syscall of a turn, as the audit log and ``--json`` show it."""
+
+    name: str
+    arguments: dict[str, Any]
+    status: str = "ok"            # ok, error, denied, declared
+    result: Any = None
+    error: str | None = None
+    ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": self.arguments, "status": self.status,
+                "result": self.result, "error": self.error, "ms": round(self.ms, 1)}
+
+
+@dataclass
+class TurnResult:
+    status: str                   # ok, tool_calls, error, denied, max_steps, interrupted
+    output: str = ""
+    syscalls: list[SyscallRecord] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0,
+                                                          "cached_tokens": 0})
+    timing: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def count(self, generation: Generation) -> None:
+        stats = generation.stats
+        self.usage["prompt_tokens"] += stats.prefill_tokens + stats.cached_tokens
+        self.usage["cached_tokens"] += stats.cached_tokens
+        self.usage["completion_tokens"] += stats.decode_tokens
+        self.timing.append(stats.as_dict())
+
+
+class Events:
+    """What the kernel tells its caller while it works. The shell overrides these; the defaults are silent."""
+
+    def token(self, text: str) -> None:
+        """A piece of the reply, as it is generated."""
+
+    def syscall_started(self, name: str, arguments: dict[str, Any]) -> None:
+        """A syscall is about to run."""
+
+    def syscall_finished(self, record: SyscallRecord) -> None:
+        """A syscall ran (or failed, or was denied)."""
+
+    def approve(self, syscall: Syscall, arguments: dict[str, Any]) -> bool:
+        """Policy ``ask``: may this irreversible syscall run? Default: no."""
+        return False
+
+
+def result_text(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    if isinstance(result, bytes):
+        return f"<{len(result)} bytes>"
+    return json.dumps(result, ensure_ascii=False, default=str)
+
+
+class Kernel:
+    """Runs processes on the system's CPU."""
+
+    def __init__(self, system, *, approve: Approve = "never", max_steps: int = 8, max_tokens: int = 512,
+                 call_threshold: float = 0.5, events: Events | None = None) -> None:
+        self.system = system
+        self.approve = approve
+        self.max_steps = max_steps
+        self.max_tokens = max_tokens
+        self.call_threshold = call_threshold
+        self.events = events or Events()
+
+    @property
+    def cpu(self):
+        return self.system.cpu
+
+    # --- processes ------------------------------------------------------------------------
+
+    def spawn(self, name: str, *, functions: Iterable[dict] | None = None, drivers: Iterable[str] | None = None,
+              system_prompt: str = SYSTEM_PROMPT, parent: int | None = None) -> Process:
+        """A new process whose table holds the allowed drivers' syscalls and any declared functions."""
+        table = SyscallTable()
+        functions = list(functions or [])
+        if drivers is None:
+            drivers = [] if functions else None
+        allowed = None if drivers is None else set(drivers)
+        for syscall in self.system.table:
+            if allowed is None or syscall.driver in allowed or syscall.name in allowed:
+                table.add(syscall)
+        for spec in functions:
+            table.add(declared_syscall(spec))
+        model = getattr(self.system._cpu, "name", None) or self.system.config.model
+        pid = self.system.fs.create_process(name, model=model, parent=parent)
+        memory = Memory(system_prompt=system_prompt, tools=[s.tool_schema() for s in table],
+                        store=self.system.fs, pid=pid)
+        return Process(pid=pid, name=name, table=table, memory=memory)
+
+    def finish(self, process: Process, status: str) -> None:
+        process.status = status
+        self.system.fs.set_process_status(process.pid, status)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self, process: Process, text: str, *, cancel: threading.Event | None = None,
+            seed: int | None = None, temperature: float = 0.0, events: Events | None = None) -> TurnResult:
+        """One user request: steps until a reply, a declared call, a denial, the step limit or a cancel."""
+        events = events or self.events
+        cancel = cancel or threading.Event()
+        turn = TurnResult(status="running")
+        process.status = "running"
+        self.system.fs.set_process_status(process.pid, "running")
+        process.memory.add("user", text, tokens=0)
+        done_calls: set[str] = set()
+        try:
+            for _step in range(self.max_steps):
+                if cancel.is_set():
+                    raise Cancelled("cancelled")
+                prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens)
+                if len(process.table) and self._wants_call(prompt):
+                    calls = self._decode_calls(process, prompt, turn, seed, cancel)
+                    fresh = [c for c in calls if _key(c) not in done_calls]
+                    if fresh:
+                        done_calls.update(_key(c) for c in fresh)
+                        stop = self._dispatch(process, fresh, turn, events, cancel)
+                        if stop:
+                            break
+                        continue
+                    # the model repeats a call it already made: have it answer instead
+                turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)
+                turn.status = "ok"
+                break
+            else:
+                turn.status = "max_steps"
+                turn.error = f"no reply after {self.max_steps} steps"
+        except (Cancelled, KeyboardInterrupt):
+            turn.status = "interrupted"
+            turn.error = "interrupted"
+        except LlmosError as error:
+            log.exception("turn failed")
+            turn.status = "error"
+            turn.error = str(error)
+        self.finish(process, turn.status)
+        return turn
+
+    def _wants_call(self, prompt: str) -> bool:
+        try:
+            logprobs = self.cpu.next_token_logprobs(prompt, CALL_STARTS)
+        except NotImplementedError:
+            return True
+        import math
+
+        p_call = sum(math.exp(v) for v in logprobs.values())
+        log.debug("p(call) = %.3f", p_call)
+        return p_call >= self.call_threshold
+
+    def _decode_calls(self, process: Process, prompt: str, turn: TurnResult, seed, cancel) -> list[dict]:
+        grammar = call_grammar(process.table, parallel=process.parallel_calls)
+        generation = self.cpu.generate(prompt + CALL_OPEN, max_tokens=self.max_tokens, grammar=grammar,
+                                       seed=seed, temperature=0.0, cancel=cancel)
+        turn.count(generation)
+        if generation.cancelled:
+            raise Cancelled("cancelled")
+        text = CALL_OPEN + generation.text
+        process.memory.add("assistant", text, tokens=generation.stats.decode_tokens)
+        try:
+            return parse_calls(text)
+        except (ValueError, KeyError) as error:  # only if generation hit max_tokens mid-call
+            raise LlmosError(f"the model's call was cut short ({generation.finish_reason}): {error}") from None
+
+    def _reply(self, process: Process, prompt: str, turn: TurnResult, seed, temperature, events, cancel) -> str:
+        generation = None
+        pieces: list[str] = []
+
+        def on_token(piece: str) -> None:
+            pieces.append(piece)
+            events.token(piece)
+
+        try:
+            generation = self.cpu.generate(prompt, max_tokens=self.max_tokens, seed=seed,
+                                           temperature=temperature, on_token=on_token, cancel=cancel)
+        finally:
+            if generation is None or generation.cancelled:  # keep what was said, marked as interrupted
+                process.memory.add("assistant", "".join(pieces) + " [interrupted]")
+        turn.count(generation)
+        if generation.cancelled:
+            raise Cancelled("cancelled")
+        text = generation.text.strip()
+        process.memory.add("assistant", text, tokens=generation.stats.decode_tokens)
+        return text
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def _dispatch(self, process: Process, calls: list[dict], turn: TurnResult, events: Events,
+                  cancel: threading.Event) -> bool:
+        """Run the calls; return True if the turn ends here (declared calls or a denial)."""
+        declared = False
+        for call in calls:
+            syscall = process.table.get(call["name"])
+            record = SyscallRecord(name=call["name"], arguments=call["arguments"])
+            started = time.time()
+            clock = time.perf_counter()
+            events.syscall_started(record.name, record.arguments)
+            if syscall.declared:
+                record.status = "declared"
+                declared = True
+            else:
+                self._execute(process, syscall, record, events, cancel)
+            record.ms = 1000 * (time.perf_counter() - clock)
+            turn.syscalls.append(record)
+            self.system.fs.record_syscall(process.pid, record.name, record.arguments, record.status,
+                                          result=record.result, error=record.error, started=started,
+                                          ms=record.ms)
+            events.syscall_finished(record)
+            if record.status == "denied":
+                turn.status = "denied"
+                turn.error = f"{record.name} was denied by the approval policy ({self.approve})"
+                return True
+            if not declared:
+                content = result_text(record.result) if record.status == "ok" else f"error: {record.error}"
+                process.memory.add("tool", f'{{"name": "{record.name}", "result": {json.dumps(content)}}}')
+        if declared:
+            turn.status = "tool_calls"
+            return True
+        return False
+
+    def _allowed(self, syscall: Syscall, arguments: dict[str, Any], events: Events) -> bool:
+        if not syscall.irreversible or self.approve == "auto":
+            return True
+        if self.approve == "never":
+            return False
+        try:
+            return bool(events.approve(syscall, arguments))
+        except Exception:
+            log.exception("approval prompt failed")
+            return False
+
+    def _execute(self, process: Process, syscall: Syscall, record: SyscallRecord, events: Events,
+                 cancel: threading.Event) -> None:
+        try:
+            arguments = syscall.validate(record.arguments)
+        except LlmosError as error:
+            record.status, record.error = "error", str(error)
+            return
+        if not self._allowed(syscall, arguments, events):
+            record.status = "denied"
+            record.error = "denied by the approval policy"
+            return
+        ctx = SyscallContext(system=self.system, pid=process.pid, cancel=cancel)
+        try:
+            record.result = self.system.pm.hook.call_syscall(
+                call=SyscallCall(syscall=syscall, arguments=record.arguments, ctx=ctx))
+            if isinstance(record.result, bytes):
+                record.result = result_text(record.result)
+        except (Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as error:  # a driver's failure is the model's information, not the kernel's end
+            log.exception("syscall %s failed", syscall.name)
+            record.status = "error"
+            record.error = f"{type(error).__name__}: {error}" if not isinstance(error, LlmosError) else str(error)
+
+
+def _key(call: dict) -> str:
+    return json.dumps([call["name"], call["arguments"]], sort_keys=True)

@@ -1,0 +1,91 @@
+"""Memory: a process's context window, kept within the model's token budget.
+
+The prompt is the pinned region (system prompt and syscall table, never evicted)
+followed by the working set of messages. When the prompt would not leave room
+for a reply, the oldest messages are evicted to swap (they stay in the
+filesystem, marked ``swapped``) in one batch, down to a low-water mark, so the
+prompt prefix then stays stable for many turns and the KV cache keeps working.
+Token counts use the model's own tokenizer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# Chat-template control text that must never enter the context from data (tool output, files).
+CONTROL_TEXT = re.compile(
+    r"<\|[A-Za-z0-9_]{1,40}\|>|</?tool_call>|</?tool_response>|</?tools>|<\|?(?:im_start|im_end|endoftext)\|?>")
+
+MAX_TOOL_CHARS = 3000        # a syscall result longer than this is cut in the middle
+LOW_WATER = 0.6              # after an eviction the prompt uses at most this share of the budget
+
+
+def sanitise(text: str) -> str:
+    """Remove chat-template control tokens from text that comes from tools or files."""
+    return CONTROL_TEXT.sub("", text)
+
+
+def clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - limit} characters cut ...]\n{text[-half:]}"
+
+
+@dataclass
+class Memory:
+    """The context of one process."""
+
+    system_prompt: str
+    tools: list[dict[str, Any]]
+    messages: list[dict[str, Any]] = field(default_factory=list)   # the working set
+    swapped: int = 0                                                # messages evicted so far
+    store: Any = None      # the Filesystem, to record messages and mark them swapped
+    pid: int | None = None
+
+    def add(self, role: str, content: str, tokens: int = 0, **extra: Any) -> dict[str, Any]:
+        if role == "tool":
+            content = clip(sanitise(content), MAX_TOOL_CHARS)
+        message = {"role": role, "content": content, **extra}
+        if self.store is not None and self.pid is not None:
+            message["seq"] = self.store.add_message(self.pid, role, content, tokens)
+        self.messages.append(message)
+        return message
+
+    def _system(self) -> dict[str, Any]:
+        content = self.system_prompt
+        if self.swapped:
+            content += (f"\n\n({self.swapped} earlier messages of this conversation were moved out of "
+                        "the context to save space.)")
+        return {"role": "system", "content": content}
+
+    def _render(self, cpu) -> str:
+        chat = [self._system()] + [{"role": m["role"], "content": m["content"]} for m in self.messages]
+        return cpu.format_chat(chat, tools=self.tools or None)
+
+    def prompt(self, cpu, reserve: int) -> tuple[str, int]:
+        """The prompt for the next generation and its token count, leaving ``reserve`` tokens to reply."""
+        budget = cpu.n_ctx - reserve
+        prompt = self._render(cpu)
+        used = cpu.count_tokens(prompt)
+        if used <= budget:
+            return prompt, used
+        evicted: list[dict[str, Any]] = []
+        while len(self.messages) > 1 and used > budget * LOW_WATER:
+            evicted.append(self.messages.pop(0))
+            self.swapped += 1
+            prompt = self._render(cpu)
+            used = cpu.count_tokens(prompt)
+        if self.store is not None and self.pid is not None:
+            self.store.mark_swapped(self.pid, [m["seq"] for m in evicted if "seq" in m])
+        while used > budget:  # one message alone is too long: cut it until it fits
+            last = self.messages[-1]
+            excess_chars = max(64, (used - budget) * 4)
+            if len(last["content"]) <= excess_chars:
+                raise ValueError("the system prompt and syscall table alone do not fit the context")
+            last["content"] = clip(last["content"], len(last["content"]) - excess_chars)
+            prompt = self._render(cpu)
+            used = cpu.count_tokens(prompt)
+        return prompt, used

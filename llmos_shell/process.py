@@ -1,0 +1,27 @@
+"""Processes: each conversation or task is a process with a pid, a status and its own context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmos_shell.memory import Memory
+from llmos_shell.syscalls import SyscallTable
+
+
+@dataclass
+class Process:
+    """One conversation: its pid in the filesystem, the syscalls it may use, its memory."""
+
+    pid: int
+    name: str
+    table: SyscallTable
+    memory: Memory
+    status: str = "ready"           # ready, running, done, error, denied, max_steps, interrupted, tool_calls
+    parallel_calls: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def declared(self) -> bool:
+        """True if the process calls declared functions (returned to the caller, not run)."""
+        return any(s.declared for s in self.table)

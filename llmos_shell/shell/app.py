@@ -1,0 +1,314 @@
+"""The interactive shell: a prompt-toolkit REPL over the filesystem, the drivers and the model.
+
+A line whose first word is a built-in command (see :mod:`.commands`) runs it;
+anything else is a request to the model in this shell's process, a
+conversation that keeps its context. The model loads in the background
+(:mod:`.loader`); requests run in a worker thread (:mod:`.runner`) so Ctrl-C
+always reaches the prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from typing import Any, TextIO
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.application.current import set_app
+from prompt_toolkit.application.run_in_terminal import run_in_terminal
+from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+
+from llmos_shell import __version__
+from llmos_shell.errors import LlmosError
+from llmos_shell.fs.paths import ROOT, normalise
+from llmos_shell.kernel import CALL_STARTS, Kernel, TurnResult
+from llmos_shell.shell.commands import COMMANDS, split
+from llmos_shell.shell.completer import ShellCompleter
+from llmos_shell.shell.console import Console, short
+from llmos_shell.shell.keys import join_continuations, key_bindings
+from llmos_shell.shell.loader import ModelLoader
+from llmos_shell.shell.runner import Worker
+from llmos_shell.shell.style import STYLE, continuation, prompt_text
+from llmos_shell.shell.toolbar import toolbar
+
+log = logging.getLogger("llmos.shell")
+
+FIRST_WORD = re.compile(r"(\S+)\s*(.*)", re.DOTALL)
+
+
+class Shell:
+    """One interactive session. ``input``/``output`` (prompt-toolkit) and ``stream`` are for tests."""
+
+    def __init__(self, system, *, input: Any = None, output: Any = None, stream: TextIO | None = None,
+                 color: bool | None = None, history: History | None = None, approve: str = "ask") -> None:
+        self.system = system
+        self.config = system.config
+        self.console = Console(stream, color)
+        self.cwd = ROOT
+        self.previous_cwd = ROOT
+        self.running = True
+        self.context_tokens: int | None = None
+        self.process = None
+        self.kernel = Kernel(system, approve=approve)
+        self.loader = ModelLoader(system, on_ready=self._model_ready, on_error=self._model_failed)
+        self._pending: list[str] = []          # lines from background threads, not shown yet
+        self._pending_lock = threading.Lock()
+        common = dict(input=input, output=output, style=STYLE)
+        self.session: PromptSession = PromptSession(
+            history=history or self._history(), completer=ShellCompleter(self), complete_while_typing=False,
+            key_bindings=key_bindings(), bottom_toolbar=lambda: toolbar(self), refresh_interval=1.0,
+            prompt_continuation=continuation, auto_suggest=AutoSuggestFromHistory(), **common)
+        self.confirm_session: PromptSession = PromptSession(**common)
+
+    # --- setup -----------------------------------------------------------------------------
+
+    def _history(self) -> History:
+        path = self.config.history_path
+        try:
+            self.config.ensure_home()
+            with open(path, "a", encoding="utf-8"):
+                pass
+        except OSError as error:
+            self.console.warning(f"history is not saved: cannot open {path}: {error.strerror}")
+            return InMemoryHistory()
+        return FileHistory(str(path))
+
+    @property
+    def fs(self):
+        return self.system.fs
+
+    def path(self, text: str) -> str:
+        """A path typed by the user, made absolute from the current directory."""
+        return normalise(text, self.cwd)
+
+    def new_process(self) -> None:
+        """A fresh conversation (``reset``); the old process is marked done."""
+        if self.process is not None and self.process.status not in ("running",):
+            self.kernel.finish(self.process, "done")
+        self.process = self.kernel.spawn("shell")
+        self.context_tokens = None
+        self._count_context()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self.new_process()
+        except LlmosError as error:
+            self.console.error(str(error))
+            return error.exit_code
+        self.loader.start()
+        self.console.muted(f"llmos {__version__} · model {self.loader.name} · `help` lists the commands, "
+                           "anything else goes to the model · Ctrl-D exits")
+        try:
+            while self.running:
+                self._show_pending()
+                try:
+                    text = self.session.prompt(lambda: prompt_text(self.cwd), pre_run=self._pending_in_app)
+                except KeyboardInterrupt:    # Ctrl-C at the prompt: a fresh line
+                    continue
+                except EOFError:             # Ctrl-D
+                    break
+                self.handle(text)
+        finally:
+            self.close()
+        return 0
+
+    def handle(self, text: str) -> None:
+        """Run one input line: a built-in command or a request to the model; errors are one line."""
+        text = join_continuations(text).strip()
+        if not text:
+            return
+        try:
+            self.dispatch(text)
+        except LlmosError as error:
+            log.info("command failed: %s", error, exc_info=log.isEnabledFor(logging.DEBUG))
+            self.console.error(str(error))
+        except KeyboardInterrupt:
+            self.console.stop_spinner()
+            self.console.warning("interrupted")
+        except Exception as error:  # a bug: one line here, the traceback in the log
+            log.exception("shell command failed: %s", text[:200])
+            self.console.error(f"internal error: {type(error).__name__}: {error} (details in {self.config.log_path})")
+
+    def dispatch(self, text: str) -> None:
+        name, rest = FIRST_WORD.match(text).groups()
+        entry = COMMANDS.get(name)
+        if entry is None:
+            self.ask(text)
+        else:
+            entry.function(self, rest if entry.raw else split(rest))
+
+    def close(self) -> None:
+        if self.process is not None and self.system._fs is not None:
+            try:
+                self.kernel.finish(self.process, "exited")
+            except LlmosError:
+                log.exception("marking the shell's process done")
+        self.loader.wait(timeout=30, start=False)   # never leave llama.cpp half-loaded at interpreter exit
+
+    # --- the model -------------------------------------------------------------------------
+
+    def ensure_model(self) -> None:
+        """Wait (with a spinner) for the model; one error line if it cannot load."""
+        if self.system.cpu_loaded:
+            return
+        try:
+            ready = self.loader.wait(tick=lambda: self.console.spin(f"loading {self.loader.name}"))
+        finally:
+            self.console.stop_spinner()
+        if not ready:
+            self._take_pending()   # the error is said here, not again at the next prompt
+            raise LlmosError(f"no model: {self.loader.error} (`models` lists them, `model NAME` switches)")
+
+    def ask(self, text: str) -> TurnResult:
+        """A request to the model: stream the reply, show syscalls, ask before irreversible ones."""
+        self.ensure_model()
+        worker = Worker(self.console, self.confirm)
+        result: TurnResult = worker.run(lambda: self._turn(text, worker))
+        self.console.end_line()
+        if result.status == "interrupted":
+            self.console.warning("[interrupted]")
+        elif result.status == "denied":
+            self.console.warning(result.error or "denied")
+        elif result.status not in ("ok", "tool_calls"):
+            self.console.error(result.error or result.status)
+        return result
+
+    def _turn(self, text: str, worker: Worker) -> TurnResult:   # on the worker thread
+        try:
+            return self.kernel.run(self.process, text, cancel=worker.cancel, events=worker.events())
+        finally:
+            self._count_context()
+
+    def confirm(self, name: str, arguments: dict[str, Any]) -> bool:
+        """Ask y/n before an irreversible syscall (main thread only)."""
+        self.console.end_line()
+        question = [("class:confirm", f"{name} {short(arguments, 80)} cannot be undone. Run it? [y/N] ")]
+        try:
+            answer = self.confirm_session.prompt(question)
+        except EOFError:
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    def call_syscall(self, name: str, arguments: dict[str, Any]) -> Any:
+        """The ``call`` command: one syscall, no model, through the same approval policy as the kernel."""
+        import json
+        import time
+
+        syscall = self.system.table.get(name)
+        arguments = syscall.validate(arguments)
+        pid = self.process.pid
+        if syscall.irreversible and self.kernel.approve != "auto":
+            allowed = self.kernel.approve == "ask" and self.confirm(name, arguments)
+            if not allowed:
+                self.fs.record_syscall(pid, name, arguments, "denied", error="denied by the approval policy",
+                                       started=time.time(), ms=0.0)
+                self.console.warning(f"denied: {name} was not run (approval policy: {self.kernel.approve})")
+                return None
+        if "uses_cpu" in syscall.capabilities:
+            self.ensure_model()
+        worker = Worker(self.console, self.confirm, label=f"running {name}")
+        started, clock = time.time(), time.perf_counter()
+        try:
+            result = worker.run(lambda: self.system.call(name, arguments, pid=pid, cancel=worker.cancel))
+        except Exception as error:
+            message = str(error) if isinstance(error, LlmosError) else f"{type(error).__name__}: {error}"
+            if not isinstance(error, LlmosError):
+                log.exception("syscall %s failed", name)
+            self.fs.record_syscall(pid, name, arguments, "error", error=message, started=started,
+                                   ms=1000 * (time.perf_counter() - clock))
+            raise LlmosError(f"{name}: {message}") from None
+        self.fs.record_syscall(pid, name, arguments, "ok", result=result, started=started,
+                               ms=1000 * (time.perf_counter() - clock))
+        if isinstance(result, bytes):
+            result = f"<{len(result)} bytes>"
+        if isinstance(result, str):
+            self.console.write(result)
+            self.console.end_line()
+        else:
+            self.console.line(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+        return result
+
+    # --- background notices ----------------------------------------------------------------
+
+    def _model_ready(self, cpu) -> None:   # on the loader thread
+        """Count the context for the toolbar, then warm the CPU up on this conversation's prompt: its KV
+        cache then holds the pinned prefix and the call decision's tables are built before the first
+        request (a request typed meanwhile queues behind this on the CPU's worker)."""
+        self._count_context(cpu)
+        if self.process is None:
+            return
+        try:
+            cpu.next_token_logprobs(self.process.memory._render(cpu), CALL_STARTS)
+        except NotImplementedError:
+            pass
+        except LlmosError as error:
+            log.info("warm-up skipped: %s", error)
+
+    def _model_failed(self, error: str) -> None:   # on the loader thread
+        self.notify(f"error: model {self.loader.name}: {error} (file commands still work; `models` lists models)")
+
+    def notify(self, line: str) -> None:
+        """Show a line from a background thread: above the prompt if it is up, else before the next one."""
+        with self._pending_lock:
+            self._pending.append(line)
+        app = self.session.app
+        loop = app.loop
+        if app.is_running and loop is not None:
+            def show() -> None:
+                with set_app(app):
+                    self._pending_in_app()
+
+            try:
+                loop.call_soon_threadsafe(show)
+            except RuntimeError:  # the loop just closed: the next prompt shows it
+                pass
+
+    def _take_pending(self) -> list[str]:
+        with self._pending_lock:
+            lines, self._pending = self._pending, []
+        return lines
+
+    def _pending_in_app(self) -> None:
+        """Print waiting lines above the running prompt (``pre_run`` of each prompt, and :meth:`notify`)."""
+        lines = self._take_pending()
+        if lines:
+            run_in_terminal(lambda: [self.console.line(line, "error") for line in lines])
+
+    def _show_pending(self) -> None:
+        for line in self._take_pending():
+            self.console.line(line, "error")
+
+    def _count_context(self, cpu=None) -> None:
+        """Cache the context's size in tokens for the toolbar (after a turn, a load, a reset)."""
+        cpu = cpu or self.system._cpu
+        if cpu is None or self.process is None:
+            return
+        try:
+            self.context_tokens = cpu.count_tokens(self.process.memory._render(cpu))
+        except Exception:
+            log.exception("counting the context's tokens")
+
+    def clear_screen(self) -> None:
+        output = self.session.output
+        output.erase_screen()
+        output.cursor_goto(0, 0)
+        output.flush()
+
+
+def run_shell(state) -> int:
+    """The entry point from the CLI (``llmos`` with no command): run the shell, return the exit code."""
+    try:
+        system = state.system
+    except LlmosError as error:
+        print(f"llmos: error: {error}", file=sys.stderr)
+        return error.exit_code
+    shell = Shell(system)
+    try:
+        return shell.run()
+    finally:
+        system.close()

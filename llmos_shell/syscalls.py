@@ -1,0 +1,272 @@
+"""The instruction set: syscalls, their JSON schemas and the syscall table.
+
+A syscall is a typed Python function with a docstring. Its JSON schema comes
+from the signature (types, defaults, ``Literal`` enums) and the docstring
+(descriptions). A parameter named ``ctx`` is not part of the schema: the kernel
+passes a :class:`SyscallContext` there (the filesystem, the CPU, the pid).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import threading
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import docstring_parser
+import jsonschema
+
+from llmos_shell.errors import LlmosError, UsageError
+
+#: What a syscall may declare it does. The kernel's approval policy reads these.
+CAPABILITIES = {
+    "reads_fs": "reads files of the SQLite filesystem",
+    "writes_fs": "creates or changes files of the SQLite filesystem",
+    "irreversible": "does something that cannot be undone (deletes, sends)",
+    "uses_cpu": "runs the model (goes through the kernel's CPU queue)",
+    "audio_out": "produces sound",
+    "reads_host": "reads files of the host machine",
+}
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class SyscallError(LlmosError):
+    """A syscall that cannot be registered or called as asked."""
+
+
+class ArgumentError(UsageError):
+    """Arguments that do not match a syscall's schema."""
+
+
+@dataclass
+class SyscallContext:
+    """What a running syscall can reach besides its arguments.
+
+    ``fs`` is the SQLite filesystem; ``cpu`` the shared CPU client (calls go
+    through the kernel's single CPU worker); ``cancel`` is set when the user
+    cancels: long syscalls should check it.
+    """
+
+    system: Any = None
+    pid: int | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def fs(self):
+        return self.system.fs
+
+    @property
+    def cpu(self):
+        return self.system.cpu
+
+    @property
+    def config(self):
+        return self.system.config
+
+
+@dataclass
+class Syscall:
+    """One entry of the syscall table."""
+
+    name: str
+    function: Callable[..., Any]
+    description: str
+    parameters: dict[str, Any]
+    capabilities: frozenset[str] = frozenset()
+    driver: str = ""
+    wants_ctx: bool = False
+    declared: bool = False  # a function declared by a task: calls are returned, not run
+
+    @property
+    def irreversible(self) -> bool:
+        return "irreversible" in self.capabilities
+
+    def tool_schema(self) -> dict[str, Any]:
+        """The OpenAI-style tool entry, as chat templates expect it."""
+        return {"type": "function", "function": {
+            "name": self.name, "description": self.description, "parameters": self.parameters}}
+
+    def validate(self, arguments: Any) -> dict[str, Any]:
+        """Check ``arguments`` against the schema; return them with defaults filled in."""
+        if not isinstance(arguments, dict):
+            raise ArgumentError(f"{self.name}: arguments must be a JSON object, got {type(arguments).__name__}")
+        validator = jsonschema.Draft202012Validator(self.parameters)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path)
+            raise ArgumentError(f"{self.name}: {where + ': ' if where else ''}{error.message}")
+        filled = dict(arguments)
+        for key, prop in self.parameters.get("properties", {}).items():
+            if key not in filled and "default" in prop:
+                filled[key] = prop["default"]
+        return filled
+
+    def __call__(self, arguments: dict[str, Any], ctx: SyscallContext | None = None) -> Any:
+        kwargs = self.validate(arguments)
+        if self.wants_ctx:
+            kwargs["ctx"] = ctx or SyscallContext()
+        return self.function(**kwargs)
+
+
+# --- schema from a signature ----------------------------------------------------------
+
+_SIMPLE = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
+
+
+def type_schema(annotation: Any) -> dict[str, Any]:
+    """JSON schema of a Python type annotation (str, int, float, bool, list[X], dict, Literal, Optional)."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return {}
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        schema = {"enum": list(args)}
+        kinds = {type(a) for a in args}
+        if len(kinds) == 1 and next(iter(kinds)) in _SIMPLE:
+            schema["type"] = _SIMPLE[next(iter(kinds))]
+        return schema
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:
+            return type_schema(members[0])
+        return {"anyOf": [type_schema(m) for m in members]}
+    if origin in (list, tuple, set, frozenset):
+        schema = {"type": "array"}
+        if args and args[0] is not Ellipsis:
+            schema["items"] = type_schema(args[0])
+        return schema
+    if origin is dict:
+        return {"type": "object"}
+    if annotation in _SIMPLE:
+        return {"type": _SIMPLE[annotation]}
+    raise SyscallError(f"unsupported parameter type {annotation!r}")
+
+
+def function_schema(function: Callable[..., Any]) -> tuple[str, dict[str, Any], bool]:
+    """Return (description, parameters schema, wants_ctx) for a syscall function."""
+    doc = docstring_parser.parse(inspect.getdoc(function) or "")
+    description = " ".join(p for p in (doc.short_description, doc.long_description) if p).strip()
+    if not description:
+        raise SyscallError(f"{function.__name__}: a syscall needs a docstring saying what it does")
+    param_docs = {p.arg_name: (p.description or "").strip() for p in doc.params}
+    hints = typing.get_type_hints(function)
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    wants_ctx = False
+    for name, param in inspect.signature(function).parameters.items():
+        if name == "ctx":
+            wants_ctx = True
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise SyscallError(f"{function.__name__}: *args and **kwargs cannot be described to the model")
+        if param.annotation is param.empty:
+            raise SyscallError(f"{function.__name__}: parameter {name!r} needs a type annotation")
+        prop = type_schema(hints.get(name, param.annotation))
+        if param_docs.get(name):
+            prop["description"] = param_docs[name]
+        if param.default is param.empty:
+            required.append(name)
+        elif param.default is not None:
+            prop["default"] = param.default
+        properties[name] = prop
+    schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    return description, schema, wants_ctx
+
+
+def make_syscall(function: Callable[..., Any], *, name: str | None = None,
+                 capabilities: typing.Iterable[str] = (), driver: str = "") -> Syscall:
+    """Build a :class:`Syscall` from a typed, documented function."""
+    if not callable(function):
+        raise SyscallError(f"register() needs a function, got {function!r}")
+    name = name or function.__name__
+    if not NAME_RE.match(name):
+        raise SyscallError(f"invalid syscall name {name!r}")
+    unknown = set(capabilities) - CAPABILITIES.keys()
+    if unknown:
+        raise SyscallError(f"{name}: unknown capabilities {sorted(unknown)}; known: {sorted(CAPABILITIES)}")
+    description, parameters, wants_ctx = function_schema(function)
+    return Syscall(name=name, function=function, description=description, parameters=parameters,
+                   capabilities=frozenset(capabilities), driver=driver, wants_ctx=wants_ctx)
+
+
+def declared_syscall(spec: dict[str, Any]) -> Syscall:
+    """A function declared by a task file (OpenAI/BFCL JSON-Schema style): calls are returned, not run."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise UsageError("a declared function needs a 'name'")
+    parameters = normalise_schema(spec.get("parameters") or {"type": "object", "properties": {}})
+    jsonschema.Draft202012Validator.check_schema(parameters)
+
+    def not_executed(**_: Any) -> Any:  # pragma: no cover - never called
+        raise SyscallError(f"{spec['name']} is declared, not executable")
+
+    return Syscall(name=spec["name"], function=not_executed, description=str(spec.get("description", "")),
+                   parameters=parameters, declared=True, driver="declared")
+
+
+_TYPE_ALIASES = {"dict": "object", "float": "number", "int": "integer", "str": "string", "bool": "boolean",
+                 "list": "array", "tuple": "array", "any": None, "double": "number", "long": "integer"}
+
+
+def normalise_schema(schema: Any) -> Any:
+    """Turn BFCL-style types ("dict", "float", "tuple", "any") into JSON Schema ones."""
+    if isinstance(schema, list):
+        return [normalise_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key == "type" and isinstance(value, str) and value.lower() in _TYPE_ALIASES:
+            mapped = _TYPE_ALIASES[value.lower()]
+            if mapped is None:
+                continue
+            out[key] = mapped
+        elif key in ("properties",) and isinstance(value, dict):
+            out[key] = {k: normalise_schema(v) for k, v in value.items()}
+        elif key == "required" and isinstance(value, list):
+            out[key] = [v for v in value if isinstance(v, str)]
+        else:
+            out[key] = normalise_schema(value)
+    if "required" in out and isinstance(out.get("properties"), dict):
+        out["required"] = [r for r in out["required"] if r in out["properties"]]
+    return out
+
+
+class SyscallTable:
+    """Every syscall the kernel can dispatch, by name."""
+
+    def __init__(self) -> None:
+        self._syscalls: dict[str, Syscall] = {}
+
+    def add(self, syscall: Syscall) -> None:
+        existing = self._syscalls.get(syscall.name)
+        if existing is not None and existing.driver != syscall.driver:
+            raise SyscallError(f"syscall {syscall.name!r} is already registered by {existing.driver or 'another driver'}")
+        self._syscalls[syscall.name] = syscall
+
+    def get(self, name: str) -> Syscall:
+        try:
+            return self._syscalls[name]
+        except KeyError:
+            raise UsageError(f"no syscall named {name!r} (see `llmos drivers`)") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._syscalls
+
+    def __iter__(self):
+        return iter(sorted(self._syscalls.values(), key=lambda s: s.name))
+
+    def __len__(self) -> int:
+        return len(self._syscalls)
+
+    def names(self) -> list[str]:
+        return sorted(self._syscalls)
+
+    def subset(self, names: typing.Iterable[str]) -> "SyscallTable":
+        table = SyscallTable()
+        for name in names:
+            table.add(self.get(name))
+        return table

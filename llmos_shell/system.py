@@ -1,0 +1,117 @@
+"""The machine: configuration, filesystem, drivers and CPU, wired together.
+
+A :class:`System` is cheap to create: the filesystem opens on first use and the
+model loads on first use of :attr:`System.cpu` (the shell loads it in the
+background so the prompt appears at once).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from llmos_shell.config import Config
+from llmos_shell.hookspecs import DriverStatus, SyscallCall, hookimpl
+from llmos_shell.plugins import DEFAULT_PLUGINS, PluginLoader, new_plugin_manager
+from llmos_shell.syscalls import SyscallContext, SyscallTable
+
+log = logging.getLogger("llmos.system")
+
+
+class _KernelCore:
+    """The kernel's own implementation of call_syscall: run the function."""
+
+    @hookimpl
+    def call_syscall(self, call: SyscallCall) -> Any:
+        return call.syscall(call.arguments, call.ctx)
+
+
+class System:
+    """One running llmos: what every command, the shell and the kernel share."""
+
+    def __init__(self, config: Config, *, cpu: Any = None, entry_points: bool = True,
+                 plugins: tuple[str, ...] = DEFAULT_PLUGINS) -> None:
+        self.config = config
+        self.pm = new_plugin_manager()
+        self.pm.register(_KernelCore(), name="kernel")
+        self.table = SyscallTable()
+        loader = PluginLoader(self.pm, self.table)
+        loader.load_modules(plugins)
+        if entry_points:
+            loader.load_entry_points()
+        loader.load_folder(config.plugins_dir)
+        loader.register_syscalls()
+        self.broken = loader.broken
+        self.plugins = loader.loaded
+        self._fs = None
+        self._cpu = cpu
+        self._cpu_lock = threading.Lock()
+        self._started = False
+
+    # --- parts, opened on first use ---------------------------------------------------
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            from llmos_shell.fs import Filesystem
+
+            self.config.ensure_home()
+            self._fs = Filesystem.open(self.config.db_path)
+            self._startup()
+        return self._fs
+
+    def _startup(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        for impl in self.pm.hook.startup.get_hookimpls():
+            try:
+                impl.function(system=self)
+            except Exception as error:
+                log.exception("plugin %s failed at startup", impl.plugin_name)
+                self.broken[impl.plugin_name] = f"{type(error).__name__}: {error}"
+
+    @property
+    def cpu(self):
+        """The CPU, loading the configured model the first time (thread-safe)."""
+        with self._cpu_lock:
+            if self._cpu is None:
+                from llmos_shell.models import load_cpu
+
+                self._cpu = load_cpu(self.config)
+            return self._cpu
+
+    @property
+    def cpu_loaded(self) -> bool:
+        return self._cpu is not None
+
+    # --- syscalls ---------------------------------------------------------------------
+
+    def call(self, name: str, arguments: dict[str, Any], *, pid: int | None = None,
+             cancel: threading.Event | None = None) -> Any:
+        """Run one syscall through the plugin wrappers (no approval, no model)."""
+        syscall = self.table.get(name)
+        ctx = SyscallContext(system=self, pid=pid, cancel=cancel or threading.Event())
+        return self.pm.hook.call_syscall(call=SyscallCall(syscall=syscall, arguments=arguments, ctx=ctx))
+
+    def driver_statuses(self) -> list[DriverStatus]:
+        statuses: list[DriverStatus] = []
+        for impl in self.pm.hook.driver_status.get_hookimpls():
+            try:
+                result = impl.function(system=self)
+            except Exception as error:
+                log.exception("plugin %s failed in driver_status", impl.plugin_name)
+                result = DriverStatus(impl.plugin_name, False, detail=f"broken: {type(error).__name__}: {error}")
+            if result is None:
+                continue
+            statuses.extend(result if isinstance(result, list) else [result])
+        return statuses
+
+    def close(self) -> None:
+        if self._fs is not None:
+            self._fs.close()
+            self._fs = None
+        if self._cpu is not None and hasattr(self._cpu, "close"):
+            self._cpu.close()
+            self._cpu = None

@@ -1,0 +1,239 @@
+"""Headless tasks: `llmos run FILE...`.
+
+A task file is Markdown or text (the request) with optional YAML front matter
+(see README, "Task files"). Every file is checked before anything runs; a bad
+one gives exit code 2 and one line naming the file, the field and what was
+expected. Each task runs as a process of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import jsonschema
+import yaml
+
+from llmos_shell.errors import EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, LlmosError, UsageError
+
+FRONT_MATTER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "drivers": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "approve": {"enum": ["ask", "auto", "never"]},
+        "max_steps": {"type": "integer", "minimum": 1, "maximum": 100},
+        "inputs": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "output": {"type": "string", "pattern": "^/"},
+        "functions": {"type": "array", "items": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.]{0,63}$"},
+                "description": {"type": "string"},
+                "parameters": {"type": "object"},
+            },
+        }},
+        "turns": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    },
+}
+
+STATUS_EXIT = {"ok": EXIT_OK, "tool_calls": EXIT_OK, "error": EXIT_FAILED, "max_steps": EXIT_FAILED,
+               "interrupted": EXIT_FAILED, "denied": EXIT_DENIED}
+
+
+@dataclass
+class Task:
+    """A checked task file."""
+
+    source: str                       # the path as given, or "-"
+    body: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    inputs: list[Path] = field(default_factory=list)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
+
+
+def _split_front_matter(text: str) -> tuple[str | None, str]:
+    if not text.startswith("---"):
+        return None, text
+    lines = text.splitlines(keepends=True)
+    if lines[0].strip() != "---":
+        return None, text
+    for index in range(1, len(lines)):
+        if lines[index].strip() in ("---", "..."):
+            return "".join(lines[1:index]), "".join(lines[index + 1:])
+    raise UsageError("front matter opened with '---' is never closed")
+
+
+def parse_task(text: str, source: str, base: Path) -> Task:
+    """Parse and check a task; raise UsageError with "field: what was expected" on any problem."""
+    front, body = _split_front_matter(text)
+    settings: Any = {}
+    if front is not None and front.strip():
+        try:
+            settings = yaml.safe_load(front)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 2}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or "invalid YAML"
+            raise UsageError(f"front matter: bad YAML{where}: {problem}") from None
+        if settings is None:
+            settings = {}
+        if not isinstance(settings, dict):
+            raise UsageError(f"front matter: expected a mapping of settings, got {type(settings).__name__}")
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(FRONT_MATTER_SCHEMA).iter_errors(settings))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path)
+        message = error.message if len(error.message) < 200 else error.message[:200] + "…"
+        raise UsageError(f"{where or 'front matter'}: {message}")
+    for index, spec in enumerate(settings.get("functions", [])):
+        from llmos_shell.syscalls import declared_syscall
+
+        try:
+            declared_syscall(spec)
+        except (LlmosError, jsonschema.exceptions.SchemaError) as problem:
+            text_ = getattr(problem, "message", str(problem)).splitlines()[0]
+            raise UsageError(f"functions.{index}.parameters: not a valid JSON Schema ({text_})") from None
+    if not body.strip():
+        raise UsageError("the task has no request (the body after the front matter is empty)")
+    inputs = []
+    for index, name in enumerate(settings.get("inputs", [])):
+        path = (base / name).expanduser()
+        if not path.exists():
+            raise UsageError(f"inputs.{index}: no such file {name!r} (relative to {base})")
+        inputs.append(path)
+    return Task(source=source, body=body.strip(), settings=settings, inputs=inputs)
+
+
+def load_task(source: str) -> Task:
+    """Read and check one task file ("-" is stdin). Errors name the file."""
+    try:
+        if source == "-":
+            raw = sys.stdin.buffer.read()
+            base = Path.cwd()
+        else:
+            path = Path(source)
+            if path.is_dir():
+                raise UsageError("is a directory, not a task file")
+            raw = path.read_bytes()
+            base = path.resolve().parent
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError("not a UTF-8 text file") from None
+        if "\x00" in text:
+            raise UsageError("not a text file (contains NUL bytes)")
+        return parse_task(text, source, base)
+    except FileNotFoundError:
+        raise UsageError(f"{source}: no such task file") from None
+    except OSError as error:
+        raise UsageError(f"{source}: cannot read ({error.strerror})") from None
+    except UsageError as error:
+        raise UsageError(f"{source}: {error}") from None
+
+
+# --- running ------------------------------------------------------------------------------
+
+def run_task(system, task: Task, *, approve: str | None, max_steps: int | None) -> dict[str, Any]:
+    """Run one checked task as a process; return its result object (DESIGN.md's JSON)."""
+    from llmos_shell.kernel import Kernel, TurnResult
+
+    started = time.perf_counter()
+    kernel = Kernel(system, approve=approve or task.get("approve", "never"),
+                    max_steps=max_steps or task.get("max_steps", 8))
+    for path in task.inputs:
+        system.fs.import_host(str(path), "/inputs/")
+    process = kernel.spawn(task.source, functions=task.get("functions"), drivers=task.get("drivers"))
+    seed, temperature = task.get("seed"), float(task.get("temperature", 0.0))
+    turns: list[TurnResult] = []
+    for request in [task.body, *task.get("turns", [])]:
+        turns.append(kernel.run(process, request, seed=seed, temperature=temperature))
+        if turns[-1].status != "ok":
+            break
+    last = turns[-1]
+    if last.status == "ok" and task.get("output"):
+        system.fs.write(task.get("output"), last.output)
+    cpu = system.cpu
+    usage = {key: sum(t.usage[key] for t in turns) for key in last.usage}
+    return {
+        "task": task.source, "status": last.status, "output": last.output, "pid": process.pid,
+        "error": last.error,
+        "syscalls": [record.as_dict() for t in turns for record in t.syscalls],
+        "model": {"name": cpu.name, "sha256": cpu.sha256},
+        "usage": usage,
+        "timing": {"total_ms": round(1000 * (time.perf_counter() - started), 1),
+                   "turns": [step for t in turns for step in t.timing]},
+    }
+
+
+@click.command("run")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per task (one per line).")
+@click.option("--approve", type=click.Choice(["ask", "auto", "never"]),
+              help="Approval of irreversible syscalls. [default: the task's, else never]")
+@click.option("--max-steps", type=click.IntRange(1, 100), help="Most CPU steps per request. [default: 8]")
+@click.pass_obj
+def run_command(state, files: tuple[str, ...], as_json: bool, approve: str | None, max_steps: int | None) -> None:
+    """Run task FILES headless ("-" reads one task from stdin).
+
+    Plain output is each reply on stdout. Exit codes: 0 ok (also a task that ends in declared
+    function calls), 1 a task failed, 2 a bad task file or model, 3 denied by the approval policy;
+    with several files, the highest of them.
+    """
+    from tqdm import tqdm
+
+    worst = EXIT_OK
+    tasks: list[Task] = []
+    for source in files:  # check every file before anything runs
+        try:
+            tasks.append(load_task(source))
+        except UsageError as error:
+            click.echo(f"llmos: error: {error}", err=True)
+            worst = max(worst, EXIT_USAGE)
+    if tasks:
+        models = {task.get("model") for task in tasks if task.get("model")}
+        if state.config.model and not _model_given(state) and len(models) == 1:
+            state.config.model = models.pop()  # the tasks' model, unless --model / LLMOS_MODEL says otherwise
+        state.system.cpu  # load the model once, before the batch: a bad model fails here with exit 2
+    bar = tqdm(tasks, desc="tasks", unit="task", file=sys.stderr, disable=len(tasks) < 2 or not sys.stderr.isatty())
+    for task in bar:
+        try:
+            result = run_task(state.system, task, approve=approve, max_steps=max_steps)
+        except UsageError as error:
+            click.echo(f"llmos: error: {task.source}: {error}", err=True)
+            worst = max(worst, EXIT_USAGE)
+            continue
+        worst = max(worst, STATUS_EXIT[result["status"]])
+        if as_json:
+            bar.clear()
+            click.echo(json.dumps(result, ensure_ascii=False, default=str))
+        else:
+            if result["status"] == "tool_calls":
+                for call in result["syscalls"]:
+                    click.echo(json.dumps({"name": call["name"], "arguments": call["arguments"]}))
+            elif result["output"]:
+                click.echo(result["output"])
+            if result["status"] not in ("ok", "tool_calls"):
+                click.echo(f"llmos: {task.source}: {result['status']}: {result['error']}", err=True)
+        if result["status"] == "interrupted":
+            break
+    sys.exit(worst)
+
+
+def _model_given(state) -> bool:
+    import os
+
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    return bool(root.params.get("model") or os.environ.get("LLMOS_MODEL"))

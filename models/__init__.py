@@ -1,0 +1,1 @@
+"""Model manifests (TOML), one per model."""

@@ -1,0 +1,1 @@
+"""The bundled device drivers, each an ordinary llmos plugin."""

@@ -1,0 +1,115 @@
+"""The built-in file syscalls: the model's view of the SQLite filesystem.
+
+Registered like any driver. Results are JSON-serialisable and short enough
+for a small model's context: long files are cut with a note saying how to see
+the rest, binary files are described (type, size), never returned as bytes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from llmos_shell import DriverStatus, hookimpl
+from llmos_shell.fs.paths import normalise
+from llmos_shell.syscalls import SyscallContext
+
+#: Most characters of a file that read_file returns.
+MAX_READ_CHARS = 8000
+#: Most entries list_files returns, and most matches search_files returns.
+MAX_ENTRIES = 200
+MAX_MATCHES = 20
+#: Longest matching line search_files shows.
+MAX_LINE_CHARS = 200
+
+
+def list_files(ctx: SyscallContext, path: str = "/") -> dict[str, Any]:
+    """List the files and folders in a directory of the llmos filesystem.
+
+    Args:
+        path: The directory to list, such as "/" or "/notes".
+    """
+    entries = ctx.fs.ls(path)
+    shown = [{"name": e["name"] + ("/" if e["kind"] == "dir" else ""), "kind": e["kind"],
+              **({"size": e["size"], "mime": e["mime"]} if e["kind"] == "file" else {})}
+             for e in entries[:MAX_ENTRIES]]
+    result: dict[str, Any] = {"path": ctx.fs.stat(path)["path"], "entries": shown}
+    if len(entries) > MAX_ENTRIES:
+        result["note"] = f"showing {MAX_ENTRIES} of {len(entries)} entries"
+    return result
+
+
+def read_file(ctx: SyscallContext, path: str) -> Any:
+    """Read a text file of the llmos filesystem. Binary files (images, sound) are described, not shown.
+
+    Args:
+        path: The file to read, such as "/notes/todo.txt".
+    """
+    info = ctx.fs.stat(path)
+    if info["kind"] == "dir":
+        return {"path": info["path"], "error": "is a directory: use list_files"}
+    if not info["text"]:
+        return {"path": info["path"], "mime": info["mime"], "size": info["size"],
+                "note": "binary file: content not shown"}
+    text = ctx.fs.read_text(path)
+    if len(text) > MAX_READ_CHARS:
+        return (text[:MAX_READ_CHARS]
+                + f"\n[truncated: showing the first {MAX_READ_CHARS} of {len(text)} characters of {info['path']}]")
+    return text
+
+
+def write_file(ctx: SyscallContext, path: str, content: str, append: bool = False) -> dict[str, Any]:
+    """Write a text file in the llmos filesystem, creating folders as needed. Replaces an existing file unless append is true.
+
+    Args:
+        path: The file to write, such as "/notes/todo.txt".
+        content: The text to write.
+        append: Add to the end of the file instead of replacing it.
+    """
+    info = ctx.fs.write(path, content, append=append)
+    return {"path": info["path"], "size": info["size"], "mime": info["mime"], "appended": append}
+
+
+def delete_file(ctx: SyscallContext, path: str, recursive: bool = False) -> dict[str, Any]:
+    """Delete a file or an empty folder from the llmos filesystem. This cannot be undone.
+
+    Args:
+        path: The file or folder to delete.
+        recursive: Also delete a folder that is not empty, with everything in it.
+    """
+    removed = ctx.fs.rm(path, recursive=recursive)
+    return {"deleted": normalise(path), "removed": removed}
+
+
+def search_files(ctx: SyscallContext, query: str) -> dict[str, Any]:
+    """Search the llmos filesystem: file names containing the query, and lines of text files containing its words.
+
+    Args:
+        query: Words to look for, or part of a file name.
+    """
+    found = ctx.fs.search(query, limit=MAX_MATCHES)
+    lines = [{"path": m["path"], "line": m["line"],
+              "text": m["text"] if len(m["text"]) <= MAX_LINE_CHARS else m["text"][:MAX_LINE_CHARS] + "…"}
+             for m in found["lines"]]
+    return {"query": query, "names": found["names"], "lines": lines}
+
+
+@hookimpl
+def register_syscalls(register) -> None:
+    register(list_files, capabilities=["reads_fs"])
+    register(read_file, capabilities=["reads_fs"])
+    register(write_file, capabilities=["writes_fs"])
+    register(delete_file, capabilities=["writes_fs", "irreversible"])
+    register(search_files, capabilities=["reads_fs"])
+
+
+@hookimpl
+def driver_status(system) -> DriverStatus:
+    conn = sqlite3.connect(":memory:")
+    try:
+        options = {row[0] for row in conn.execute("PRAGMA compile_options")}
+    finally:
+        conn.close()
+    if "ENABLE_FTS5" not in options:
+        return DriverStatus("files", False, detail=f"SQLite {sqlite3.sqlite_version} lacks FTS5: search is unavailable")
+    return DriverStatus("files", True, backend=f"SQLite {sqlite3.sqlite_version} (WAL, FTS5)")

