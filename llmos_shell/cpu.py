@@ -232,6 +232,11 @@ class LlamaCpu(Cpu):
         max_tokens = max(1, min(max_tokens, self.n_ctx - len(tokens)))
         cached = min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
         stats = GenerationStats(prefill_tokens=len(tokens) - cached, cached_tokens=cached)
+        if seed is not None:
+            # The last prompt token's logits differ by rounding between a batched and a single-token
+            # decode; always decoding it alone makes a seeded run reproducible whatever the cache holds.
+            llm.n_tokens = cached
+            llm.eval(tokens[cached:-1])
         text: list[str] = []
         finish = "stop"
         first = last = None

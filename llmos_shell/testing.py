@@ -68,6 +68,15 @@ class FakeCpu(Cpu):
         parts = [f"<|{m['role']}|>\n{m.get('content') or ''}" for m in messages]
         return "\n".join(parts) + "\n<|assistant|>\n"
 
+    def next_token_logprobs(self, prompt, candidates) -> dict[str, float]:
+        """The kernel's call-or-reply question: a call is certain when the next scripted reply
+        starts with ``<tool_call>``, unlikely otherwise."""
+        import math
+
+        starts_call = bool(self.replies) and self.replies[0].startswith("<tool_call>")
+        first, *rest = list(candidates)
+        return {first: math.log(0.99 if starts_call else 0.01), **{c: float("-inf") for c in rest}}
+
     def generate(self, prompt, *, max_tokens=512, grammar=None, stop=(), seed=None, temperature=0.0,
                  on_token=None, cancel: threading.Event | None = None) -> Generation:
         if self.count_tokens(prompt) >= self.n_ctx:  # as LlamaCpu does
@@ -80,6 +89,8 @@ class FakeCpu(Cpu):
             reply = self.responder(prompt)
         else:
             raise AssertionError("FakeCpu has no scripted reply left")
+        if prompt.endswith("<tool_call>\n") and reply.startswith("<tool_call>\n"):
+            reply = reply[len("<tool_call>\n"):]  # the kernel wrote the opening tag itself
         out: list[str] = []
         for index, word in enumerate(reply.split(" ")[:max_tokens]):
             if cancel is not None and cancel.is_set():

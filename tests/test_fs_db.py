@@ -187,7 +187,9 @@ def test_corrupt_database_on_the_command_line(tmp_path):
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
 
 
-def test_concurrent_first_opens_migrate_once(tmp_path):
+@pytest.mark.parametrize("attempt", range(5))
+def test_concurrent_first_opens_migrate_once(tmp_path, attempt):
+    """Four connections opening a new file at once: one migrates, none fails (WAL switch included)."""
     path = tmp_path / "llmos.db"
     errors, opened = [], []
     barrier = threading.Barrier(4)

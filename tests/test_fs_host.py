@@ -240,3 +240,21 @@ def test_export_into_a_file_is_a_clear_error(fs, tmp_path):
     (tmp_path / "t" / "d").write_text("a file where a directory goes")
     with pytest.raises(FsError, match="not a plain directory"):
         fs.export("/d", tmp_path / "t")
+
+
+def test_export_of_a_wide_deep_tree_keeps_few_files_open(fs, tmp_path):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with fs.transaction():
+        for i in range(300):  # more directories than the limit set below allows open at once
+            fs.write(f"/t/d{i:03d}/x y/f.txt", str(i))
+            fs.write(f"/t/d{i:03d} z/g.txt", str(i))  # sorts between d{i} and d{i}/..., by path
+    resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
+    try:
+        summary = fs.export("/t", tmp_path / "out")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (summary["files"], summary["dirs"]) == (600, 901)
+    assert (tmp_path / "out" / "t" / "d123" / "x y" / "f.txt").read_text() == "123"
+    assert (tmp_path / "out" / "t" / "d123 z" / "g.txt").read_text() == "123"

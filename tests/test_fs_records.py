@@ -68,6 +68,8 @@ def test_search_messages(fs):
     assert [m["pid"] for m in fs.search_messages("paris", pid=b)] == [b]
     assert len(fs.search_messages("budget", limit=1)) == 1
     assert fs.search_messages('"unbalanced OR NOT') == []
+    assert fs.search_messages("budget weather") == []
+    assert {m["pid"] for m in fs.search_messages("budget weather", any_word=True)} == {a, b}
     with pytest.raises(UsageError):
         fs.search_messages("?!")
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import random
 import sqlite3
 import threading
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
@@ -58,9 +60,24 @@ def translate_error(error: sqlite3.Error, where: str) -> LlmosError:
             or isinstance(error, sqlite3.DatabaseError) and type(error) is sqlite3.DatabaseError):
         return CorruptDatabase(f"{where} is damaged or not an SQLite database ({message}): "
                                "restore a backup, or move it away to start a new one")
-    if "unable to open" in lowered or "readonly" in lowered or "disk i/o" in lowered or "full" in lowered:
+    if "unable to open" in lowered or "readonly" in lowered or "disk i/o" in lowered or "disk is full" in lowered:
         return FsError(f"cannot use {where}: {message}")
     return FsError(f"database error in {where}: {message}")
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL. Needs a moment's exclusive lock on a new file, and SQLite
+    reports "locked" at once rather than waiting when several processes race
+    to do it: retry until ``timeout``. On a WAL file already it is a no-op."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.03))
 
 
 def op(method: F) -> F:
@@ -120,7 +137,7 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA recursive_triggers = ON")
             if name != ":memory:":
-                conn.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(conn, timeout)
             conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             if not migrations.is_current(conn):
                 migrations.migrate(conn, where)

@@ -62,6 +62,7 @@ def fs_group() -> None:
     Paths are absolute inside the filesystem ("/notes/a.txt"); relative ones
     start at "/". Examples:
 
+    \b
       llmos fs put report.txt /inputs        # host -> llmos
       llmos fs ls -l /inputs
       llmos fs grep quarterly /inputs

@@ -57,8 +57,8 @@ def stat_of(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fts_query(text: str) -> str:
-    """Turn a user's words into a safe FTS5 query: every word must appear.
+def fts_query(text: str, any_word: bool = False) -> str:
+    """Turn a user's words into a safe FTS5 query: every word must appear (or any, with ``any_word``).
 
     Each whitespace-separated chunk becomes a quoted phrase (so ``NOT``, ``OR``,
     ``:`` or quotes have no special meaning); a trailing ``*`` keeps prefix search.
@@ -72,7 +72,7 @@ def fts_query(text: str) -> str:
         parts.append('"' + chunk.replace('"', '""') + '"' + ("*" if prefix else ""))
     if not parts:
         raise UsageError(f"nothing to search for in {text!r}: give at least one word")
-    return " ".join(parts)
+    return (" OR " if any_word else " ").join(parts)
 
 
 def _as_bytes(data: str | bytes | bytearray | memoryview) -> bytes:
@@ -304,16 +304,16 @@ class FilesMixin(Store):
             now = time.time()
             if row is None:
                 parent_id = parent_row["id"] if parent_row is not None else self._ensure_dir(parent_path, parents)
-                cursor = self.conn.execute(
+                self.conn.execute(
                     "INSERT INTO files (path, parent, name, kind, content, is_text, mime, size, sha256, created, modified)"
                     " VALUES (?, ?, ?, 'file', ?, ?, ?, ?, ?, ?, ?)",
                     (path, parent_id, name, raw, int(is_text), kind_mime, len(raw), digest, now, now))
-                file_id, created = cursor.lastrowid, now
+                created = now
             else:
                 self.conn.execute(
                     "UPDATE files SET content = ?, is_text = ?, mime = ?, size = ?, sha256 = ?, modified = ? WHERE id = ?",
                     (raw, int(is_text), kind_mime, len(raw), digest, now, row["id"]))
-                file_id, created = row["id"], row["created"]
+                created = row["created"]
         return {"path": path, "name": name, "kind": "file", "size": len(raw), "mime": kind_mime,
                 "text": is_text, "sha256": digest, "created": created, "modified": now}
 

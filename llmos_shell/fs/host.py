@@ -144,12 +144,15 @@ def export(fs: "FilesMixin", path: str, host_dir: str | os.PathLike, *, overwrit
             raise FsError(f"cannot write to host directory {host_root}: {error.strerror}") from None
         summary = {"path": str(host_root / basename(path)) if path != ROOT else str(host_root),
                    "files": 0, "dirs": 0, "bytes": 0}
-        fds: dict[tuple[str, ...], int] = {(): root_fd}
+        # Depth first, keeping open only the directories on the way down to the current entry.
+        stack: list[tuple[tuple[str, ...], int]] = [((), root_fd)]
         try:
             for parts, row in entries:
-                parent_fd = fds[parts[:-1]]
+                while stack[-1][0] != parts[:-1]:
+                    os.close(stack.pop()[1])
+                parent_fd = stack[-1][1]
                 if row["kind"] == "dir":
-                    fds[parts] = _open_dir(parent_fd, parts, host_root)
+                    stack.append((parts, _open_dir(parent_fd, parts, host_root)))
                     summary["dirs"] += 1
                 else:
                     content = fs._value("SELECT content FROM files WHERE id = ?", (row["id"],)) or b""
@@ -157,7 +160,7 @@ def export(fs: "FilesMixin", path: str, host_dir: str | os.PathLike, *, overwrit
                     summary["files"] += 1
                     summary["bytes"] += len(content)
         finally:
-            for fd in fds.values():
+            for _, fd in stack:
                 os.close(fd)
     return summary
 
@@ -179,6 +182,7 @@ def _plan(fs: "FilesMixin", path: str, top: dict[str, Any]) -> list[tuple[tuple[
         if not row["path"].startswith("/") or not all(safe_host_name(part) for part in parts):
             raise UsageError(f"refusing to export {row['path']!r}: it is not a plain relative name")
         plan.append((parts, row))
+    plan.sort(key=lambda entry: entry[0])  # depth-first: a directory, then everything in it
     return plan
 
 

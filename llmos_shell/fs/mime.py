@@ -37,8 +37,13 @@ _MAGIC = (
 _TEXTUAL_NON_TEXT = ("image/svg+xml",)
 
 
+_FIRST_BYTES = frozenset(magic[0] for magic, _ in _MAGIC) | {b"R"[0]}
+
+
 def sniff(data: bytes) -> str | None:
     """The type given by the content's magic bytes, or None."""
+    if not data or data[0] not in _FIRST_BYTES:
+        return None
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
         return "audio/wav"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":

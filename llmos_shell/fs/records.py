@@ -150,16 +150,18 @@ class RecordsMixin(Store):
 
     @op
     def search_messages(self, query: str, limit: int = 20, *, pid: int | None = None,
-                        swapped: bool | None = None) -> list[dict[str, Any]]:
+                        swapped: bool | None = None, any_word: bool = False) -> list[dict[str, Any]]:
         """Messages whose content has every word of ``query`` (FTS5, stemmed), best first.
 
         Each result is a message dict plus ``snippet`` (the matching part, words
         in ``[...]``) and ``rank`` (bm25, lower is better). Narrow with ``pid``
-        and ``swapped`` (True: only messages evicted to swap).
+        and ``swapped`` (True: only messages evicted to swap). With
+        ``any_word=True`` a message needs only one of the words (for recall by
+        a whole sentence); those with more of them rank first.
         """
         if limit < 1:
             raise UsageError("limit must be at least 1")
-        conditions, params = ["messages_fts MATCH ?"], [fts_query(query)]
+        conditions, params = ["messages_fts MATCH ?"], [fts_query(query, any_word)]
         if pid is not None:
             conditions.append("m.pid = ?")
             params.append(pid)

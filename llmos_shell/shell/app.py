@@ -20,6 +20,8 @@ from prompt_toolkit.application.current import set_app
 from prompt_toolkit.application.run_in_terminal import run_in_terminal
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.input import DummyInput
+from prompt_toolkit.output import DummyOutput
 
 from llmos_shell import __version__
 from llmos_shell.errors import LlmosError
@@ -28,7 +30,7 @@ from llmos_shell.kernel import CALL_STARTS, Kernel, TurnResult
 from llmos_shell.shell.commands import COMMANDS, split
 from llmos_shell.shell.completer import ShellCompleter
 from llmos_shell.shell.console import Console, short
-from llmos_shell.shell.keys import join_continuations, key_bindings
+from llmos_shell.shell.keys import ends_with_backslash, join_continuations, key_bindings
 from llmos_shell.shell.loader import ModelLoader
 from llmos_shell.shell.runner import Worker
 from llmos_shell.shell.style import STYLE, continuation, prompt_text
@@ -43,8 +45,11 @@ class Shell:
     """One interactive session. ``input``/``output`` (prompt-toolkit) and ``stream`` are for tests."""
 
     def __init__(self, system, *, input: Any = None, output: Any = None, stream: TextIO | None = None,
-                 color: bool | None = None, history: History | None = None, approve: str = "ask") -> None:
+                 color: bool | None = None, history: History | None = None, approve: str = "ask",
+                 script: TextIO | None = None) -> None:
         self.system = system
+        self.script = script          # lines to run instead of a prompt (standard input not a terminal)
+        self.failures = 0
         self.config = system.config
         self.console = Console(stream, color)
         self.cwd = ROOT
@@ -56,6 +61,8 @@ class Shell:
         self.loader = ModelLoader(system, on_ready=self._model_ready, on_error=self._model_failed)
         self._pending: list[str] = []          # lines from background threads, not shown yet
         self._pending_lock = threading.Lock()
+        if script is not None:        # no terminal: prompt-toolkit only keeps the history
+            input, output = DummyInput(), DummyOutput()
         common = dict(input=input, output=output, style=STYLE)
         self.session: PromptSession = PromptSession(
             history=history or self._history(), completer=ShellCompleter(self), complete_while_typing=False,
@@ -101,6 +108,8 @@ class Shell:
             self.console.error(str(error))
             return error.exit_code
         self.loader.start()
+        if self.script is not None:
+            return self._run_script()
         self.console.muted(f"llmos {__version__} · model {self.loader.name} · `help` lists the commands, "
                            "anything else goes to the model · Ctrl-D exits")
         try:
@@ -117,6 +126,29 @@ class Shell:
             self.close()
         return 0
 
+    def _run_script(self) -> int:
+        """Standard input is not a terminal: run its lines as if typed; exit 1 if any failed."""
+        try:
+            while self.running:
+                text = self._script_line()
+                if text is None:
+                    break
+                self.handle(text)
+        except KeyboardInterrupt:
+            self.console.warning("interrupted")
+            return 130
+        finally:
+            self.close()
+        return 1 if self.failures else 0
+
+    def _script_line(self) -> str | None:
+        lines: list[str] = []
+        for raw in self.script:
+            lines.append(raw.rstrip("\r\n"))
+            if not ends_with_backslash(lines[-1]):
+                break
+        return "\n".join(lines) if lines else None
+
     def handle(self, text: str) -> None:
         """Run one input line: a built-in command or a request to the model; errors are one line."""
         text = join_continuations(text).strip()
@@ -126,12 +158,14 @@ class Shell:
             self.dispatch(text)
         except LlmosError as error:
             log.info("command failed: %s", error, exc_info=log.isEnabledFor(logging.DEBUG))
+            self.failures += 1
             self.console.error(str(error))
         except KeyboardInterrupt:
             self.console.stop_spinner()
             self.console.warning("interrupted")
         except Exception as error:  # a bug: one line here, the traceback in the log
             log.exception("shell command failed: %s", text[:200])
+            self.failures += 1
             self.console.error(f"internal error: {type(error).__name__}: {error} (details in {self.config.log_path})")
 
     def dispatch(self, text: str) -> None:
@@ -187,11 +221,16 @@ class Shell:
     def confirm(self, name: str, arguments: dict[str, Any]) -> bool:
         """Ask y/n before an irreversible syscall (main thread only)."""
         self.console.end_line()
-        question = [("class:confirm", f"{name} {short(arguments, 80)} cannot be undone. Run it? [y/N] ")]
-        try:
-            answer = self.confirm_session.prompt(question)
-        except EOFError:
-            return False
+        question = f"{name} {short(arguments, 80)} cannot be undone. Run it? [y/N] "
+        if self.script is not None:   # the answer is the script's next line
+            self.console.write(question, "warning")
+            answer = self.script.readline()
+            self.console.write(answer if answer.endswith("\n") else answer + "\n")
+        else:
+            try:
+                answer = self.confirm_session.prompt([("class:confirm", question)])
+            except EOFError:
+                return False
         return answer.strip().lower() in ("y", "yes")
 
     def call_syscall(self, name: str, arguments: dict[str, Any]) -> Any:
@@ -250,7 +289,9 @@ class Shell:
             log.info("warm-up skipped: %s", error)
 
     def _model_failed(self, error: str) -> None:   # on the loader thread
-        self.notify(f"error: model {self.loader.name}: {error} (file commands still work; `models` lists models)")
+        if self.script is not None:   # a script hears of it only if it asks the model
+            return
+        self.notify(f"error: {error} (file commands still work; `models` lists the models)")
 
     def notify(self, line: str) -> None:
         """Show a line from a background thread: above the prompt if it is up, else before the next one."""
@@ -307,7 +348,7 @@ def run_shell(state) -> int:
     except LlmosError as error:
         print(f"llmos: error: {error}", file=sys.stderr)
         return error.exit_code
-    shell = Shell(system)
+    shell = Shell(system, script=None if sys.stdin.isatty() else sys.stdin)
     try:
         return shell.run()
     finally:

@@ -123,13 +123,12 @@ class Console:
     def spin(self, label: str) -> None:
         """Draw the next spinner frame (only on a terminal, only on an empty line)."""
         with self.lock:
+            if self._column and self._spinner is None:   # output is under way: no spinner
+                return
             if not self.animate:
                 if self._spinner != label:       # once, as a plain line
-                    self._spinner = label
                     self.line(f"{label}…", "muted")
                     self._spinner = label
-                return
-            if self._column and self._spinner is None:
                 return
             frame = self.glyphs.spinner[self._frame % len(self.glyphs.spinner)]
             self._frame += 1

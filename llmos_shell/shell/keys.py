@@ -2,6 +2,7 @@
 
 * Enter on a line that ends with ``\\`` continues the input on a new line;
 * Alt-Enter (or Esc then Enter) inserts a newline anywhere;
+* Enter during a Ctrl-R search runs the line found (as in bash), Esc keeps it for editing;
 * Ctrl-C clears the line (the shell catches the KeyboardInterrupt), Ctrl-D on
   an empty line exits;
 * Tab opens the completions, or takes the only one (prompt-toolkit's own binding).
@@ -9,7 +10,8 @@
 
 from __future__ import annotations
 
-from prompt_toolkit.filters import Condition, completion_is_selected
+from prompt_toolkit import search
+from prompt_toolkit.filters import Condition, completion_is_selected, is_searching
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.key_binding.key_processor import KeyPressEvent
 
@@ -44,6 +46,11 @@ def key_bindings() -> KeyBindings:
     @bindings.add("enter", filter=continued & ~completion_is_selected)
     def _continue(event: KeyPressEvent) -> None:
         event.current_buffer.insert_text("\n")
+
+    @bindings.add("enter", filter=is_searching)
+    def _run_found(event: KeyPressEvent) -> None:
+        search.accept_search()
+        event.app.current_buffer.validate_and_handle()
 
     @bindings.add("escape", "enter")
     def _newline(event: KeyPressEvent) -> None:

@@ -40,7 +40,8 @@ class ShellEvents(Events):
         self.cancel = cancel
 
     def token(self, text: str) -> None:
-        self.console.token(text)
+        if not self.cancel.is_set():      # a token already on its way after Ctrl-C is not shown
+            self.console.token(text)
 
     def syscall_started(self, name: str, arguments: dict[str, Any]) -> None:
         self.console.syscall_started(name, arguments)
