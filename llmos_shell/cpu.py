@@ -271,6 +271,10 @@ class LlamaCpu(Cpu):
         stats.total_ms = 1000 * (time.perf_counter() - started)
         return Generation(text="".join(text), finish_reason=finish, stats=stats)
 
+    def reset(self) -> None:
+        """Forget the KV cache (the next prompt is evaluated from scratch): for benchmarks."""
+        self._submit(lambda cpu: cpu._llm.reset())
+
     def next_token_logprobs(self, prompt: str, candidates: Iterable[str]) -> dict[str, float]:
         candidates = tuple(candidates)
         return self._submit(lambda cpu: cpu._w_next_token_logprobs(prompt, candidates))

@@ -48,7 +48,7 @@ def call_grammar(table: SyscallTable, parallel: bool = True) -> str:
     """GBNF for one call (or several, if ``parallel``) of the syscalls in ``table``."""
     if not len(table):
         raise ValueError("no syscalls to call")
-    return _grammar(json.dumps(call_schema(table), sort_keys=True), parallel)
+    return _grammar(json.dumps(call_schema(table)), parallel)  # keep the declared parameter order
 
 
 def parse_calls(text: str) -> list[dict]:

@@ -39,11 +39,12 @@ def list_files(ctx: SyscallContext, path: str = "/") -> dict[str, Any]:
     return result
 
 
-def read_file(ctx: SyscallContext, path: str) -> Any:
+def read_file(ctx: SyscallContext, path: str, offset: int = 0) -> Any:
     """Read a text file of the llmos filesystem. Binary files (images, sound) are described, not shown.
 
     Args:
         path: The file to read, such as "/notes/todo.txt".
+        offset: For long files: the character to start from (the reply says where the next part starts).
     """
     info = ctx.fs.stat(path)
     if info["kind"] == "dir":
@@ -52,10 +53,13 @@ def read_file(ctx: SyscallContext, path: str) -> Any:
         return {"path": info["path"], "mime": info["mime"], "size": info["size"],
                 "note": "binary file: content not shown"}
     text = ctx.fs.read_text(path)
-    if len(text) > MAX_READ_CHARS:
-        return (text[:MAX_READ_CHARS]
-                + f"\n[truncated: showing the first {MAX_READ_CHARS} of {len(text)} characters of {info['path']}]")
-    return text
+    offset = max(0, offset)
+    end = offset + MAX_READ_CHARS
+    if offset == 0 and end >= len(text):
+        return text
+    note = (f"[characters {offset}-{min(end, len(text))} of {len(text)} in {info['path']}"
+            + (f"; read_file with offset={end} for more]" if end < len(text) else "; end of file]"))
+    return text[offset:end] + "\n" + note
 
 
 def write_file(ctx: SyscallContext, path: str, content: str, append: bool = False) -> dict[str, Any]:

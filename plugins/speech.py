@@ -244,13 +244,12 @@ def _transcribe_pocketsphinx(data: bytes, path: str, cancel) -> str:
     from pocketsphinx import Decoder
 
     pcm = _pcm16k(data, path)
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("transcribe cancelled")
     decoder = Decoder(samprate=16000, loglevel="FATAL")
     decoder.start_utt()
-    step = 16000 * 2 * 5  # five seconds at a time, so cancel can stop it
-    for start in range(0, len(pcm), step):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("transcribe cancelled")
-        decoder.process_raw(pcm[start:start + step], full_utt=False)
+    # the whole recording at once: normalisation over the full utterance recognises far better
+    decoder.process_raw(pcm, full_utt=True)
     decoder.end_utt()
     hypothesis = decoder.hyp()
     return hypothesis.hypstr if hypothesis is not None else ""

@@ -64,8 +64,12 @@ def test_long_files_are_cut_with_a_note(system):
     system.fs.write("/long.txt", "x" * (MAX_READ_CHARS * 3))
     text = system.call("read_file", {"path": "/long.txt"})
     assert text.startswith("x" * MAX_READ_CHARS)
-    assert f"showing the first {MAX_READ_CHARS} of {MAX_READ_CHARS * 3} characters" in text
+    assert text.endswith(f"[characters 0-{MAX_READ_CHARS} of {MAX_READ_CHARS * 3} in /long.txt; "
+                         f"read_file with offset={MAX_READ_CHARS} for more]")
     assert len(text) < MAX_READ_CHARS + 200
+    last = system.call("read_file", {"path": "/long.txt", "offset": MAX_READ_CHARS * 2 + 10})
+    assert last.endswith("; end of file]") and last.split("\n")[0] == "x" * (MAX_READ_CHARS - 10)
+    assert system.call("read_file", {"path": "/long.txt", "offset": 10**9}).startswith("\n[characters")
 
 
 def test_binary_files_are_described_not_returned(system):

@@ -459,3 +459,52 @@ def test_history_command_and_file_history_across_sessions(home):
     out = second.run()
     assert out.count("wrote /h.txt") == 1
     assert "write h.txt from the first session" in out
+
+
+# --- processes, drivers, models ------------------------------------------------------------------
+
+def test_ps_kill_drivers_models_and_model(home):
+    system = system_with(home)
+    other = system.fs.create_process("a task", model="fake")
+    session = Session(system)
+    (session.line("ps")
+     .line(f"kill {other}", after="a task")
+     .line(f"kill {other + 1}", after=f"killed {other}")
+     .line("drivers", after="this shell's conversation")
+     .line("models", after="files")
+     .line("model", after="smollm2-135m-instruct")
+     .line("clear", after="(ready)"))
+    out = session.run()
+    assert "PID" in out and f"{other + 1}*" in out and "shell" in out
+    assert system.fs.get_process(other)["status"] == "killed"
+    assert f"error: pid {other + 1} is this shell's conversation: use `reset` or `exit`" in out
+    assert "syscalls: delete_file, list_files, read_file, search_files, write_file" in out
+    assert "qwen2.5-coder-0.5b-instruct" in out
+    assert "fake (ready)" in out or "qwen2.5-coder-0.5b-instruct (ready)" in out
+
+
+def test_reset_starts_a_new_conversation(home):
+    cpu = ScriptedCpu(["First answer.", "Fresh answer."])
+    session = Session(system_with(home, cpu=cpu))
+    session.line("remember the word banana").line("reset", after="First answer.").line("what word?", after="new conversation")
+    out = session.run()
+    assert "new conversation: pid 2" in out
+    assert "banana" not in cpu.prompts[-1]
+
+
+def test_piped_standard_input_runs_lines_as_a_script(home):
+    import subprocess
+
+    script = 'write a.txt piped\ncat a.txt\ncall delete_file {"path": "/a.txt"}\nn\ncat /nope\nls\n'
+    result = subprocess.run([sys.executable, "-m", "llmos_shell", "--home", str(home), "--model",
+                             str(home / "none.gguf")], input=script, capture_output=True, text=True, timeout=60)
+    assert result.stdout.splitlines() == [
+        "wrote /a.txt (6B)",
+        "piped",
+        'delete_file {"path": "/a.txt", "recursive": false} cannot be undone. Run it? [y/N] n',
+        "denied: delete_file was not run (approval policy: ask)",
+        "error: no such file: /nope",
+        "a.txt",
+    ]
+    assert result.returncode == 1          # a line failed
+    assert result.stderr == ""

@@ -123,12 +123,7 @@ class Console:
     def spin(self, label: str) -> None:
         """Draw the next spinner frame (only on a terminal, only on an empty line)."""
         with self.lock:
-            if self._column and self._spinner is None:   # output is under way: no spinner
-                return
-            if not self.animate:
-                if self._spinner != label:       # once, as a plain line
-                    self.line(f"{label}…", "muted")
-                    self._spinner = label
+            if not self.animate or (self._column and self._spinner is None):   # a pipe, or output under way
                 return
             frame = self.glyphs.spinner[self._frame % len(self.glyphs.spinner)]
             self._frame += 1
@@ -140,11 +135,9 @@ class Console:
     def stop_spinner(self) -> None:
         with self.lock:
             self._clear_spinner()
-            if not self.animate:
-                self._spinner = None
 
     def _clear_spinner(self) -> None:
-        if self._spinner is not None and self.animate:
+        if self._spinner is not None:
             self.out.write("\r\x1b[K")
             self.out.flush()
             self._spinner = None

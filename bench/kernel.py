@@ -1,0 +1,148 @@
+"""Kernel speed with the default model. Prints one JSON object:
+
+(a) ttft_ratio: time to first reply token of turn 8 over turn 1, in a conversation that grows
+    to about 2,000 tokens (the KV cache reuses the unchanged prefix; target <= 1.5);
+(b) constrained_over_unconstrained: decode tokens/s under the syscall grammar over free decoding
+    (target >= 0.8);
+(c) overhead_ms_per_step: kernel time per step excluding time inside the CPU (target <= 5 ms).
+
+    python bench/kernel.py [--model NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+
+from llmos_shell import hookimpl
+from llmos_shell.config import Config
+from llmos_shell.grammar import CALL_OPEN, call_grammar
+from llmos_shell.kernel import Events, Kernel
+from llmos_shell.plugins import PluginLoader
+from llmos_shell.system import System
+
+PARAGRAPH = ("Here are my notes for today: the garden needs water, the blue shed door sticks, the "
+             "neighbours lent us a ladder, and the tomatoes are nearly ripe. ") * 4
+
+
+class TimedCpu:
+    """Wraps a CPU and adds up the wall time spent inside it."""
+
+    def __init__(self, cpu) -> None:
+        self.cpu = cpu
+        self.seconds = 0.0
+
+    def __getattr__(self, name):
+        attribute = getattr(self.cpu, name)
+        if not callable(attribute):
+            return attribute
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return attribute(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+        return timed
+
+
+def note(text: str) -> str:
+    """Save a short note.
+
+    Args:
+        text: The note.
+    """
+    return "saved"
+
+
+class NoteDriver:
+    @hookimpl
+    def register_syscalls(self, register):
+        register(note)
+
+
+def ttft_ratio(system) -> dict:
+    kernel = Kernel(system, max_tokens=48)
+    process = kernel.spawn("bench-ttft", drivers=[])
+    ttfts, sizes = [], []
+    for turn in range(8):
+        started = time.perf_counter()
+        first: list[float] = []
+
+        class FirstToken(Events):
+            def token(self, text):
+                if not first:
+                    first.append(time.perf_counter())
+
+        kernel.run(process, f"Turn {turn + 1}. {PARAGRAPH} What is the first thing on the list?", events=FirstToken())
+        ttfts.append(1000 * ((first[0] if first else time.perf_counter()) - started))
+        prompt, used = process.memory.prompt(system.cpu, reserve=48)
+        sizes.append(used)
+    return {"ttft_ms_turn1": round(ttfts[0], 1), "ttft_ms_turn8": round(ttfts[-1], 1),
+            "ttft_ratio": round(ttfts[-1] / ttfts[0], 3), "context_tokens_turn8": sizes[-1]}
+
+
+def grammar_ratio(system) -> dict:
+    cpu = system.cpu
+    functions = [{"name": "create_event", "description": "Create a calendar event.",
+                  "parameters": {"type": "object", "properties": {
+                      "title": {"type": "string"}, "day": {"type": "string"}, "hour": {"type": "integer"},
+                      "attendees": {"type": "array", "items": {"type": "string"}}},
+                      "required": ["title", "day", "hour", "attendees"]}}]
+    kernel = Kernel(system)
+    process = kernel.spawn("bench-grammar", functions=functions)
+    process.memory.add("user", "Create an event titled quarterly planning review with the whole product "
+                               "team on Thursday at 14, attendees Alice Johnson, Bob Smith, Carol White, "
+                               "Dan Brown, Erin Green and Frank Black.")
+    prompt, _ = process.memory.prompt(cpu, reserve=256)
+    grammar = call_grammar(process.table)
+    rates = {"constrained": [], "free": []}
+    for _ in range(3):
+        for kind in rates:
+            stamps: list[float] = []
+            cpu.generate(prompt + CALL_OPEN, max_tokens=96, grammar=grammar if kind == "constrained" else None,
+                         on_token=lambda _: stamps.append(time.perf_counter()))
+            rates[kind].append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+    constrained, free = statistics.median(rates["constrained"]), statistics.median(rates["free"])
+    return {"constrained_tok_s": round(constrained, 1), "free_tok_s": round(free, 1),
+            "constrained_over_unconstrained": round(constrained / free, 3)}
+
+
+def overhead(system) -> dict:
+    system.pm.register(NoteDriver(), name="bench-notes")
+    PluginLoader(system.pm, system.table).register_syscalls()
+    timed = TimedCpu(system.cpu)
+    system._cpu = timed
+    kernel = Kernel(system, max_steps=2, max_tokens=32)
+    process = kernel.spawn("bench-overhead", drivers=["bench-notes"])
+    steps, total = 0, 0.0
+    for index in range(6):
+        timed.seconds = 0.0
+        started = time.perf_counter()
+        result = kernel.run(process, f"Save a note saying 'item {index}'.")
+        total += (time.perf_counter() - started) - timed.seconds
+        steps += max(1, len(result.timing))
+    system._cpu = timed.cpu
+    return {"overhead_ms_per_step": round(1000 * total / steps, 2), "steps": steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=os.environ.get("LLMOS_MODEL", "qwen2.5-coder-0.5b-instruct"))
+    args = parser.parse_args()
+    system = System(Config.load(home=tempfile.mkdtemp(prefix="llmos-bench-"), model=args.model),
+                    entry_points=False, plugins=())
+    report = {"model": system.cpu.name}
+    report.update(ttft_ratio(system))
+    report.update(grammar_ratio(system))
+    report.update(overhead(system))
+    print(json.dumps(report))
+    system.close()
+
+
+if __name__ == "__main__":
+    main()
