@@ -23,6 +23,47 @@ A minimal driver::
     def register_syscalls(register):
         register(shout)
 
+``llmos plugins new NAME`` writes a package like this with a passing test;
+``llmos plugins new NAME --single-file`` writes one file into the plugins folder.
+
+Syscalls
+    A syscall is a typed function with a docstring (see :func:`register_syscalls`).
+    It returns something JSON-serialisable (a ``str``, or a ``dict`` of facts,
+    is what the model reads best). A parameter named ``ctx`` receives a
+    :class:`~llmos_shell.syscalls.SyscallContext`:
+
+    * ``ctx.fs`` — the SQLite filesystem: ``read(path) -> bytes``,
+      ``read_text(path)``, ``write(path, data, mime=None)``, ``exists``, ``stat``.
+      Drivers work on these paths, never on host files.
+    * ``ctx.cpu`` — the shared model: ``chat(messages, max_tokens=, temperature=,
+      stop=, cancel=ctx.cancel) -> str``, ``count_tokens(text)``, ``n_ctx``. Calls
+      queue on the kernel's single CPU worker; never load a second model. The
+      first access loads the model and raises :class:`~llmos_shell.errors.LlmosError`
+      when none can load: catch it if the driver has another way.
+    * ``ctx.cancel`` — a ``threading.Event`` set on Ctrl-C: check it in long loops
+      and raise :class:`~llmos_shell.errors.Cancelled`.
+    * ``ctx.config`` — settings (``home``, ``model``); ``ctx.pid`` — the calling process.
+
+Errors
+    Raise :class:`~llmos_shell.errors.UsageError` for bad arguments and
+    :class:`~llmos_shell.errors.LlmosError` for anything else the user should
+    read: one line that says what to do. Whatever a syscall raises goes back
+    to the model as the call's result and into the audit log; it never stops
+    the kernel. A plugin that fails to import, has a hook whose signature does
+    not match the spec below, or raises in :func:`register_syscalls` or
+    :func:`startup` is listed as broken by ``llmos drivers`` with its error,
+    and the other plugins load as usual.
+
+Backends
+    The bundled drivers choose a backend with an environment variable
+    (``LLMOS_TRANSLATE_BACKEND=auto|cpu|apertium`` ...) and report it through
+    :func:`driver_status`; do the same, and say how to install what is missing.
+
+Testing
+    :mod:`llmos_shell.testing` has ``make_system(tmp_path, plugins=["my_module"],
+    strict=True)``, a scripted :class:`~llmos_shell.testing.FakeCpu` and
+    ``small_cpu()``, a real 135M model for tests that need one.
+
 Set ``LLMOS_TRACE=1`` to log every hook call to stderr.
 """
 
@@ -140,6 +181,12 @@ def startup(system: "System") -> None:
     Use it to create files or directories a driver needs (``system.fs``), or to
     read settings (``system.config``). Don't load models here: it runs before
     the shell's prompt appears. Raising marks the plugin broken.
+
+    Example::
+
+        @hookimpl
+        def startup(system):
+            system.fs.mkdir("/audio")
     """
 
 

@@ -178,46 +178,75 @@ def _pieces(text: str, cpu: Any, budget: int) -> list[str]:
     return chunks
 
 
+SYSTEM_PROMPT = ("You write accurate, concise summaries. Use only facts from the text. "
+                 "Reply with the summary only, as one paragraph.")
+
+
+def tidy(text: str, truncated: bool) -> str:
+    """A model's summary without repeated sentences (small models loop) or a sentence cut off by the limit."""
+    sentences = split_sentences(text)
+    if truncated and len(sentences) > 1 and not re.search(r"[.!?。！？][\"'”’)\]]*$", sentences[-1]):
+        sentences = sentences[:-1]
+    seen: set[str] = set()
+    kept = []
+    for sentence in sentences:
+        key = re.sub(r"\W+", " ", sentence.lower()).strip()
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(sentence)
+    return " ".join(kept)
+
+
 class _MapReduce:
+    """Summarise with the CPU: chunks that fit the context (map), then summaries of summaries (reduce)."""
+
     def __init__(self, cpu: Any, length: str, cancel) -> None:
         self.cpu = cpu
         self.cancel = cancel
         _, self.words, out_tokens = LENGTHS[length]
         # the answer must leave room for the text in the context
         self.out_tokens = max(32, min(out_tokens, cpu.n_ctx // 4))
+        # partial summaries: short enough that each round shrinks the text several times
+        self.partial_tokens = max(32, min(out_tokens, cpu.n_ctx // 8))
         self.calls = 0
+
+    def _messages(self, instruction: str, text: str) -> list[dict[str, str]]:
+        return [{"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": f"{instruction}\n\nText:\n{text}"}]
 
     def _ask(self, instruction: str, text: str, max_tokens: int) -> str:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("summarise cancelled")
-        messages = [{"role": "system", "content": "You write accurate, concise summaries. "
-                     "Use only facts from the text. Reply with the summary only."},
-                    {"role": "user", "content": f"{instruction}\n\nText:\n{text}"}]
         self.calls += 1
-        return self.cpu.chat(messages, max_tokens=max_tokens, temperature=0.0, cancel=self.cancel).strip()
+        generation = self.cpu.generate(self.cpu.format_chat(self._messages(instruction, text)),
+                                       max_tokens=max_tokens, temperature=0.0, stop=["\n\n"],
+                                       cancel=self.cancel)
+        if generation.cancelled:
+            raise Cancelled("summarise cancelled")
+        return tidy(generation.text.strip(), truncated=generation.finish_reason == "length")
 
     def budget(self, instruction: str, max_tokens: int) -> int:
-        empty = self.cpu.format_chat([{"role": "system", "content": "You write accurate, concise summaries. "
-                                       "Use only facts from the text. Reply with the summary only."},
-                                      {"role": "user", "content": f"{instruction}\n\nText:\n"}])
+        """Tokens of text that fit in one request with this instruction and answer length."""
+        empty = self.cpu.format_chat(self._messages(instruction, ""))
         return self.cpu.n_ctx - self.cpu.count_tokens(empty) - max_tokens - 8
 
     def run(self, text: str) -> tuple[str, int]:
+        """The summary, and how many chunks the text was cut into (1 if it fitted)."""
         final = f"Summarise the text in at most {self.words} words."
-        partial_tokens = max(32, self.out_tokens)
         partial = (f"This is one part of a longer text. Summarise this part in at most "
-                   f"{max(25, self.words)} words, keeping names, numbers and conclusions.")
+                   f"{max(20, min(self.words, self.partial_tokens * 2 // 3))} words, "
+                   "keeping names, numbers and conclusions.")
         first_chunks = 0
-        for round_ in range(MAX_ROUNDS):
+        for _ in range(MAX_ROUNDS):
             if self.cpu.count_tokens(text) <= self.budget(final, self.out_tokens):
                 return self._ask(final, text, self.out_tokens), first_chunks or 1
-            budget = self.budget(partial, partial_tokens)
-            if budget < 3 * partial_tokens // 2:
+            budget = self.budget(partial, self.partial_tokens)
+            if budget < 2 * self.partial_tokens:
                 raise LlmosError(f"summarise: the context of {self.cpu.n_ctx} tokens is too small "
                                  "to summarise in chunks")
             chunks = _pieces(text, self.cpu, budget)
             first_chunks = first_chunks or len(chunks)
-            summaries = [self._ask(partial, chunk, partial_tokens) for chunk in chunks]
+            summaries = [self._ask(partial, chunk, self.partial_tokens) for chunk in chunks]
             joined = "\n\n".join(s for s in summaries if s)
             if not joined:
                 raise LlmosError("summarise: the model returned empty summaries")

@@ -12,11 +12,9 @@ from __future__ import annotations
 import _thread
 import io
 import json
-import os
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from prompt_toolkit.completion import CompleteEvent
@@ -348,8 +346,10 @@ def test_ctrl_c_cancels_the_request_keeps_the_partial_turn_and_the_next_one_work
 
     (session.line("Tell me a long story.")
      .after("word5 ", ctrl_c)
-     .line("Say hello.", after="[interrupted]"))
+     .after("[interrupted]", lambda: pressed.setdefault("back", time.monotonic()))
+     .line("Say hello."))
     out = session.run()
+    assert pressed["back"] - pressed["at"] < 1.0     # back at the prompt within a second
     assert "word399" not in out
     assert "Hello again." in out
     memory = session.shell.process.memory.messages

@@ -9,10 +9,12 @@ always reaches the prompt.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 import threading
+import time
 from typing import Any, TextIO
 
 from prompt_toolkit import PromptSession
@@ -235,9 +237,6 @@ class Shell:
 
     def call_syscall(self, name: str, arguments: dict[str, Any]) -> Any:
         """The ``call`` command: one syscall, no model, through the same approval policy as the kernel."""
-        import json
-        import time
-
         syscall = self.system.table.get(name)
         arguments = syscall.validate(arguments)
         pid = self.process.pid

@@ -21,12 +21,12 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from llmos_shell.errors import UsageError
-from llmos_shell.fs.paths import ROOT, basename, normalise
+from llmos_shell.fs.paths import ROOT, basename
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_shell.shell.app import Shell
@@ -184,12 +184,14 @@ def help_command(shell: "Shell", args: list[str]) -> None:
 @command("exit", aliases=("quit",))
 def exit_command(shell: "Shell", args: list[str]) -> None:
     """Leave the shell (Ctrl-D does too)."""
+    need(args, 0, 0, "exit  (to ask the model: ask exit ...)")
     shell.running = False
 
 
 @command("clear")
 def clear_command(shell: "Shell", args: list[str]) -> None:
     """Clear the screen."""
+    need(args, 0, 0, "clear  (to ask the model: ask clear ...)")
     shell.clear_screen()
 
 
@@ -221,6 +223,7 @@ def ask_command(shell: "Shell", text: str) -> None:
 @command("reset", group="model")
 def reset_command(shell: "Shell", args: list[str]) -> None:
     """Start a new conversation: a new process with an empty context (the old one stays in `ps`)."""
+    need(args, 0, 0, "reset  (to ask the model: ask reset ...)")
     shell.new_process()
     shell.console.muted(f"new conversation: pid {shell.process.pid}")
 
@@ -230,6 +233,7 @@ def reset_command(shell: "Shell", args: list[str]) -> None:
 @command("pwd", group="files")
 def pwd_command(shell: "Shell", args: list[str]) -> None:
     """Print the current directory of the SQLite filesystem."""
+    need(args, 0, 0, "pwd  (to ask the model: ask pwd ...)")
     shell.console.line(shell.cwd)
 
 
@@ -440,7 +444,7 @@ def ps_command(shell: "Shell", args: list[str]) -> None:
 
 @command("kill", "PID...", group="system")
 def kill_command(shell: "Shell", args: list[str]) -> None:
-    """Mark processes as killed (a task running elsewhere stops at its next step)."""
+    """Mark processes as killed in the process table (see `ps`)."""
     need(args, 1, None, "kill PID...")
     for word in args:
         try:
@@ -492,6 +496,7 @@ def short_json(value: Any, limit: int = 80) -> str:
 @command("drivers", group="system")
 def drivers_command(shell: "Shell", args: list[str]) -> None:
     """Every driver and its syscalls: ok (with its backend), unavailable (why) or broken (the error)."""
+    need(args, 0, 0, "drivers  (to ask the model: ask drivers ...)")
     from llmos_shell.drivers import driver_report
 
     kinds = {"ok": "ok", "unavailable": "warning", "broken": "error"}
@@ -499,7 +504,7 @@ def drivers_command(shell: "Shell", args: list[str]) -> None:
         detail = row.get("backend") if row["status"] == "ok" else row.get("detail")
         shell.console.write(f"{row['driver']:<12} ")
         shell.console.write(f"{row['status']:<12}", kinds.get(row["status"]))
-        shell.console.line(f" {detail or ''}".rstrip())
+        shell.console.write(f" {detail or ''}".rstrip() + "\n")
         if row["syscalls"]:
             shell.console.line(f"{'':<12}  syscalls: {', '.join(row['syscalls'])}", "muted")
 
@@ -507,6 +512,7 @@ def drivers_command(shell: "Shell", args: list[str]) -> None:
 @command("models", group="model")
 def models_command(shell: "Shell", args: list[str]) -> None:
     """The known models: installed or not; * marks the one in use. `model NAME` switches."""
+    need(args, 0, 0, "models  (to ask the model: ask models ...)")
     from llmos_shell.models import list_models
 
     current = shell.system.config.model

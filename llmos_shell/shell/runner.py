@@ -135,8 +135,7 @@ class Worker:
             self.console.stop_spinner()
             try:
                 answer = self.confirm(question.name, question.arguments)
-            except KeyboardInterrupt:
-                answer = False
+            except KeyboardInterrupt:   # Ctrl-C at the question: no, and stop the turn
                 question.answer.set_result(False)
                 self._interrupt()
                 continue
