@@ -74,9 +74,11 @@ class Cpu(ABC):
     @abstractmethod
     def generate(self, prompt: str, *, max_tokens: int = 512, grammar: str | None = None,
                  stop: Sequence[str] = (), seed: int | None = None, temperature: float = 0.0,
-                 on_token: TokenCallback | None = None, cancel: threading.Event | None = None) -> Generation:
+                 on_token: TokenCallback | None = None, cancel: threading.Event | None = None,
+                 ban_first: Sequence[str] = ()) -> Generation:
         """Continue ``prompt``. ``grammar`` is GBNF; ``on_token`` gets each piece of text as it comes;
-        setting ``cancel`` stops generation within one token (finish_reason "cancelled")."""
+        setting ``cancel`` stops generation within one token (finish_reason "cancelled");
+        the first token may not start with any of ``ban_first`` (e.g. a reply must not open a call)."""
 
     def next_token_logprobs(self, prompt: str, candidates: Iterable[str]) -> dict[str, float]:
         """Log-probability that the next token starts with each candidate string (for decisions)."""
@@ -184,14 +186,14 @@ class LlamaCpu(Cpu):
         return grammar
 
     def generate(self, prompt, *, max_tokens=512, grammar=None, stop=(), seed=None, temperature=0.0,
-                 on_token=None, cancel=None) -> Generation:
+                 on_token=None, cancel=None, ban_first=()) -> Generation:
         cancel = cancel or threading.Event()
         pieces: queue.Queue = queue.Queue()
         started = time.perf_counter()
 
         def work(cpu: "LlamaCpu") -> Generation:
             return cpu._w_generate(prompt, max_tokens, grammar, list(stop), seed, temperature, cancel,
-                                   pieces.put, started)
+                                   pieces.put, started, tuple(ban_first))
 
         future: Future = Future()
         self._requests.put((work, future))
@@ -223,7 +225,7 @@ class LlamaCpu(Cpu):
         return generation
 
     def _w_generate(self, prompt, max_tokens, grammar, stop, seed, temperature, cancel, emit,
-                    started) -> Generation:
+                    started, ban_first=()) -> Generation:
         llm = self._llm
         tokens = self._w_tokenize(prompt)
         if len(tokens) >= self.n_ctx:
@@ -244,7 +246,8 @@ class LlamaCpu(Cpu):
             stream = llm.create_completion(
                 tokens, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
                 stop=stop or None, seed=seed, stream=True,
-                grammar=self._grammar(grammar) if grammar else None)
+                grammar=self._grammar(grammar) if grammar else None,
+                logits_processor=self._w_ban_first(ban_first, len(tokens)) if ban_first else None)
             for chunk in stream:
                 now = time.perf_counter()
                 if first is None:
@@ -297,6 +300,29 @@ class LlamaCpu(Cpu):
             out[candidate] = float(np.logaddexp.reduce(logprobs[ids])) if len(ids) else float("-inf")
         return out
 
+    def _w_ban_first(self, starts: tuple[str, ...], n_prompt: int):
+        """A logits processor that forbids the first generated token from starting with ``starts``."""
+        from llama_cpp import LogitsProcessorList
+        import numpy as np
+
+        llm = self._llm
+        # End-of-generation tokens too: the first token must start some text.
+        if "_eog" not in self.__dict__:
+            ends = {llm.token_eos()}
+            for text in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
+                ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+                if len(ids) == 1:
+                    ends.add(ids[0])
+            self._eog = np.array(sorted(i for i in ends if i >= 0), dtype=np.int64)
+        banned = np.concatenate([self._w_tokens_starting_with(s) for s in starts] + [self._eog])
+
+        def ban(input_ids, scores):
+            if llm.n_tokens == n_prompt:  # only before the first token
+                scores[banned] = -np.inf
+            return scores
+
+        return LogitsProcessorList([ban])
+
     def _w_tokens_starting_with(self, text: str):
         """Ids of the tokens whose text (leading spaces aside) starts with ``text``, or is ``text``'s start."""
         import numpy as np
@@ -304,7 +330,10 @@ class LlamaCpu(Cpu):
         cache = self.__dict__.setdefault("_starts", {})
         if text not in cache:
             if "_pieces" not in self.__dict__:
-                self._pieces = [self._llm.detokenize([i], special=True).decode("utf-8", "replace").lstrip()
+                # Vocabulary text, with the byte-level BPE / SentencePiece marks for space and newline
+                # removed from the front: a fast C call per token, no detokenising.
+                model = self._llm._model
+                self._pieces = [model.token_get_text(i).lstrip("ĠĊ▁ \n")
                                 for i in range(self._llm.n_vocab())]
             cache[text] = np.array([i for i, piece in enumerate(self._pieces)
                                     if piece and (piece.startswith(text) or (len(piece) >= 3 and text.startswith(piece)))],

@@ -105,12 +105,16 @@ class Kernel:
     """Runs processes on the system's CPU."""
 
     def __init__(self, system, *, approve: Approve = "never", max_steps: int = 8, max_tokens: int = 512,
-                 call_threshold: float = 0.5, events: Events | None = None) -> None:
+                 call_threshold: float = 0.5, chain_threshold: float = 0.8,
+                 events: Events | None = None) -> None:
         self.system = system
         self.approve = approve
         self.max_steps = max_steps
         self.max_tokens = max_tokens
         self.call_threshold = call_threshold
+        # After a syscall has answered, small models tend to call again (often the same thing);
+        # a further call must be clearly wanted.
+        self.chain_threshold = chain_threshold
         self.events = events or Events()
 
     @property
@@ -159,8 +163,12 @@ class Kernel:
                 if cancel.is_set():
                     raise Cancelled("cancelled")
                 prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens)
-                if len(process.table) and self._wants_call(prompt):
-                    calls = self._decode_calls(process, prompt, turn, seed, cancel)
+                # A syscall already answered in this turn is not offered again: small models loop on
+                # the call they just made; a chain goes on to other syscalls (ocr, then translate).
+                table = process.table.without({record.name for record in turn.syscalls})
+                threshold = self.chain_threshold if turn.syscalls else self.call_threshold
+                if len(table) and self._wants_call(prompt, threshold):
+                    calls = self._decode_calls(process, prompt, table, turn, seed, cancel)
                     fresh = [c for c in calls if _key(c) not in done_calls]
                     if fresh:
                         done_calls.update(_key(c) for c in fresh)
@@ -185,7 +193,7 @@ class Kernel:
         self.finish(process, turn.status)
         return turn
 
-    def _wants_call(self, prompt: str) -> bool:
+    def _wants_call(self, prompt: str, threshold: float) -> bool:
         try:
             logprobs = self.cpu.next_token_logprobs(prompt, CALL_STARTS)
         except NotImplementedError:
@@ -193,11 +201,12 @@ class Kernel:
         import math
 
         p_call = sum(math.exp(v) for v in logprobs.values())
-        log.debug("p(call) = %.3f", p_call)
-        return p_call >= self.call_threshold
+        log.debug("p(call) = %.3f (threshold %.2f)", p_call, threshold)
+        return p_call >= threshold
 
-    def _decode_calls(self, process: Process, prompt: str, turn: TurnResult, seed, cancel) -> list[dict]:
-        grammar = call_grammar(process.table, parallel=process.parallel_calls)
+    def _decode_calls(self, process: Process, prompt: str, table: SyscallTable, turn: TurnResult, seed,
+                      cancel) -> list[dict]:
+        grammar = call_grammar(table, parallel=process.parallel_calls)
         generation = self.cpu.generate(prompt + CALL_OPEN, max_tokens=self.max_tokens, grammar=grammar,
                                        seed=seed, temperature=0.0, cancel=cancel)
         turn.count(generation)
@@ -219,8 +228,10 @@ class Kernel:
             events.token(piece)
 
         try:
+            # Having decided to reply, don't let the reply open with a call-like token.
             generation = self.cpu.generate(prompt, max_tokens=self.max_tokens, seed=seed,
-                                           temperature=temperature, on_token=on_token, cancel=cancel)
+                                           temperature=temperature, on_token=on_token, cancel=cancel,
+                                           ban_first=CALL_STARTS if len(process.table) else ())
         finally:
             if generation is None or generation.cancelled:  # keep what was said, marked as interrupted
                 process.memory.add("assistant", "".join(pieces) + " [interrupted]")
@@ -260,7 +271,7 @@ class Kernel:
                 return True
             if not declared:
                 content = result_text(record.result) if record.status == "ok" else f"error: {record.error}"
-                process.memory.add("tool", f'{{"name": "{record.name}", "result": {json.dumps(content)}}}')
+                process.memory.add("tool", content)
         if declared:
             turn.status = "tool_calls"
             return True

@@ -265,6 +265,15 @@ class SyscallTable:
     def names(self) -> list[str]:
         return sorted(self._syscalls)
 
+    def without(self, names: typing.Collection[str]) -> "SyscallTable":
+        if not names:
+            return self
+        table = SyscallTable()
+        for syscall in self:
+            if syscall.name not in names:
+                table.add(syscall)
+        return table
+
     def subset(self, names: typing.Iterable[str]) -> "SyscallTable":
         table = SyscallTable()
         for name in names:

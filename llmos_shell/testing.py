@@ -78,7 +78,7 @@ class FakeCpu(Cpu):
         return {first: math.log(0.99 if starts_call else 0.01), **{c: float("-inf") for c in rest}}
 
     def generate(self, prompt, *, max_tokens=512, grammar=None, stop=(), seed=None, temperature=0.0,
-                 on_token=None, cancel: threading.Event | None = None) -> Generation:
+                 on_token=None, cancel: threading.Event | None = None, ban_first=()) -> Generation:
         if self.count_tokens(prompt) >= self.n_ctx:  # as LlamaCpu does
             raise LlmosError(f"prompt of {self.count_tokens(prompt)} tokens does not fit the context of {self.n_ctx}")
         self.prompts.append(prompt)

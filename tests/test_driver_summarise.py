@@ -177,6 +177,7 @@ def test_the_model_summarises_three_paragraphs(smollm2, tmp_path):
     assert _words(summary) & {"bridge", "millbrook", "council", "river"}
 
 
+@pytest.mark.slow
 def test_the_model_summarises_a_text_ten_times_its_context(smollm2, tmp_path):
     machine = make_system(tmp_path, cpu=smollm2, strict=True)
     text = long_text(90)

@@ -99,7 +99,7 @@ def test_one_call_then_reply(setup):
     assert [(r.name, r.status, r.result) for r in result.syscalls] == [("add", "ok", 5)]
     assert CALLS == [("add", {"a": 2, "b": 3})]
     # the result went back into the context, and the call was decoded under the table's grammar
-    assert '"result": "5"' in cpu.prompts[-1]
+    assert "<|tool|>\n5\n" in cpu.prompts[-1]
     assert cpu.grammars[0] and '\\"add\\"' in cpu.grammars[0] and cpu.grammars[-1] is None
     audit = system.fs.syscalls(process.pid)
     assert audit[0]["name"] == "add" and audit[0]["status"] == "ok"
@@ -107,10 +107,19 @@ def test_one_call_then_reply(setup):
 
 def test_chained_calls(setup):
     system, cpu = setup
-    cpu.enqueue(call("add", a=1, b=2), call("add", a=3, b=4), "Done: 3 and 7.")
-    result = Kernel(system).run(Kernel(system).spawn("t"), "two sums")
+    cpu.enqueue(call("add", a=1, b=2), call("shred", path="/x"), "Done.")
+    result = Kernel(system, approve="auto").run(Kernel(system).spawn("t"), "add, then shred")
     assert result.status == "ok"
-    assert [r.result for r in result.syscalls] == [3, 7]
+    assert [(r.name, r.result) for r in result.syscalls] == [("add", 3), ("shred", "shredded /x")]
+    # the second step's grammar no longer offered the syscall that had already answered
+    assert '\\"add\\"' not in cpu.grammars[1] and '\\"shred\\"' in cpu.grammars[1]
+
+
+def test_parallel_calls_in_one_step(setup):
+    system, cpu = setup
+    cpu.enqueue(call("add", a=1, b=2) + "\n" + call("add", a=3, b=4), "3 and 7.")
+    result = Kernel(system).run(Kernel(system).spawn("t"), "two sums")
+    assert result.status == "ok" and [r.result for r in result.syscalls] == [3, 7]
 
 
 def test_driver_error_goes_back_to_the_model(setup):
@@ -158,9 +167,9 @@ def test_reversible_calls_need_no_approval(setup):
 
 def test_step_limit(setup):
     system, cpu = setup
-    cpu.enqueue(*(call("add", a=i, b=i) for i in range(5)))
-    result = Kernel(system, max_steps=3).run(Kernel(system).spawn("t"), "loop")
-    assert result.status == "max_steps" and len(result.syscalls) == 3
+    cpu.enqueue(call("add", a=1, b=1), call("explode"), call("shred", path="/a"))
+    result = Kernel(system, max_steps=2, approve="auto").run(Kernel(system).spawn("t"), "loop")
+    assert result.status == "max_steps" and len(result.syscalls) == 2
 
 
 def test_repeated_identical_call_turns_into_a_reply(setup):
