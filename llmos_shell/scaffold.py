@@ -209,7 +209,7 @@ def plugins_group() -> None:
 @click.option("--single-file", is_flag=True, help="One .py file for the plugins folder instead of a package.")
 @click.pass_obj
 def new_command(state, name: str, directory: Path | None, single_file: bool) -> None:
-    """Create a working driver plugin NAME: one syscall and a test that passes."""
+    """Create a driver plugin NAME that works: one syscall and a passing test."""
     if single_file:
         folder = directory or (state.config.plugins_dir if state is not None else None)
         if folder is None:

@@ -152,8 +152,10 @@ def run_task(system, task: Task, *, approve: str | None, max_steps: int | None) 
     started = time.perf_counter()
     kernel = Kernel(system, approve=approve or task.get("approve", "never"),
                     max_steps=max_steps or task.get("max_steps", 8))
-    for path in task.inputs:
-        system.fs.import_host(str(path), "/inputs/")
+    if task.inputs:
+        system.fs.mkdir("/inputs", parents=True)
+    for path in task.inputs:  # /inputs/NAME, replacing the copy an earlier run left
+        system.fs.import_host(str(path), "/inputs")
     process = kernel.spawn(task.source, functions=task.get("functions"), drivers=task.get("drivers"))
     seed, temperature = task.get("seed"), float(task.get("temperature", 0.0))
     turns: list[TurnResult] = []

