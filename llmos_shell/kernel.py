@@ -38,6 +38,10 @@ SYSTEM_PROMPT = (
     "user's words. When no function fits, answer directly in plain text. Keep answers short."
 )
 
+# Shown (not kept) before the reply that follows syscall results: small models otherwise
+# echo the results' JSON instead of answering.
+ANSWER_NOW = {"role": "user", "content": "Based on the function results, what is your reply to my request?"}
+
 # First tokens that start a tool call in the formats small models use.
 CALL_STARTS = ("<tool_call>", "```", "{")
 
@@ -177,6 +181,8 @@ class Kernel:
                             break
                         continue
                     # the model repeats a call it already made: have it answer instead
+                if turn.syscalls:
+                    prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, transient=ANSWER_NOW)
                 turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)
                 turn.status = "ok"
                 break

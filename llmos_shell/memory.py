@@ -61,14 +61,18 @@ class Memory:
                         "the context to save space.)")
         return {"role": "system", "content": content}
 
-    def _render(self, cpu) -> str:
+    def _render(self, cpu, transient: dict[str, Any] | None = None) -> str:
         chat = [self._system()] + [{"role": m["role"], "content": m["content"]} for m in self.messages]
+        if transient is not None:
+            chat.append(transient)
         return cpu.format_chat(chat, tools=self.tools or None)
 
-    def prompt(self, cpu, reserve: int) -> tuple[str, int]:
-        """The prompt for the next generation and its token count, leaving ``reserve`` tokens to reply."""
+    def prompt(self, cpu, reserve: int, transient: dict[str, Any] | None = None) -> tuple[str, int]:
+        """The prompt for the next generation and its token count, leaving ``reserve`` tokens to reply.
+
+        ``transient`` is a last message shown this time only (not kept in the context)."""
         budget = cpu.n_ctx - reserve
-        prompt = self._render(cpu)
+        prompt = self._render(cpu, transient)
         used = cpu.count_tokens(prompt)
         if used <= budget:
             return prompt, used
@@ -76,7 +80,7 @@ class Memory:
         while len(self.messages) > 1 and used > budget * LOW_WATER:
             evicted.append(self.messages.pop(0))
             self.swapped += 1
-            prompt = self._render(cpu)
+            prompt = self._render(cpu, transient)
             used = cpu.count_tokens(prompt)
         if self.store is not None and self.pid is not None:
             self.store.mark_swapped(self.pid, [m["seq"] for m in evicted if "seq" in m])
@@ -86,6 +90,6 @@ class Memory:
             if len(last["content"]) <= excess_chars:
                 raise ValueError("the system prompt and syscall table alone do not fit the context")
             last["content"] = clip(last["content"], len(last["content"]) - excess_chars)
-            prompt = self._render(cpu)
+            prompt = self._render(cpu, transient)
             used = cpu.count_tokens(prompt)
         return prompt, used

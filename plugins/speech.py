@@ -25,7 +25,6 @@ import subprocess
 import threading
 import wave
 from pathlib import Path
-from typing import Any
 
 from llmos_shell import hookimpl
 from llmos_shell.errors import Cancelled, LlmosError, UsageError

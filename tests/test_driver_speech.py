@@ -144,3 +144,26 @@ def test_status_reports_both_directions(system):
     status = {s.name: s for s in system.driver_statuses()}["speech"]
     if driver._espeak() and (driver._whisper_available() or driver._pocketsphinx_available()):
         assert status.ok and "speak: espeak-ng" in status.backend and "transcribe:" in status.backend
+
+
+@whisper
+def test_whisper_refuses_what_is_not_audio_and_other_languages(system):
+    system.fs.write("/audio/picture.wav", b"\x89PNG\r\n\x1a\n" + b"\x00" * 200)
+    with pytest.raises(UsageError, match="not an audio file"):
+        system.call("transcribe", {"path": "/audio/picture.wav"})
+    with pytest.raises(UsageError, match="English only"):
+        system.call("transcribe", {"path": "/audio/picture.wav", "language": "fr"})
+
+
+@pytest.mark.system
+@espeak
+@whisper
+@pytest.mark.skipif(driver.shutil.which("sox") is None, reason="apt-get install sox")
+def test_whisper_reads_other_formats_than_wav(system, tmp_path):
+    import subprocess
+
+    wav, flac = tmp_path / "open.wav", tmp_path / "open.flac"
+    wav.write_bytes(system.fs.read(system.call("speak", {"text": "open the calendar"})["path"]))
+    subprocess.run(["sox", str(wav), str(flac)], check=True)
+    system.fs.write("/audio/open.flac", flac.read_bytes())
+    assert words(system.call("transcribe", {"path": "/audio/open.flac"})["text"]) == ["open", "the", "calendar"]
