@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import click
 
@@ -104,7 +105,15 @@ def call_command(state, syscall: str, arguments: str, as_json: bool) -> None:
         args = json.loads(arguments)
     except json.JSONDecodeError as error:
         raise UsageError(f"arguments are not valid JSON: {error.msg} at column {error.colno}") from None
-    result = state.system.call(syscall, args)
+    from llmos_shell.errors import LlmosError
+
+    try:
+        result = state.system.call(syscall, args)
+    except LlmosError:
+        raise
+    except Exception as error:  # the driver's failure, not llmos's: say so in one line
+        logging.getLogger("llmos.call").exception("syscall %s failed", syscall)
+        raise LlmosError(f"syscall {syscall} failed: {type(error).__name__}: {error}") from error
     if isinstance(result, str) and not as_json:
         click.echo(result)
     else:

@@ -61,7 +61,8 @@ class Memory:
                         "the context to save space.)")
         return {"role": "system", "content": content}
 
-    def _render(self, cpu, transient: dict[str, Any] | None = None) -> str:
+    def render(self, cpu, transient: dict[str, Any] | None = None) -> str:
+        """The whole context as the model's chat prompt (no eviction: see :meth:`prompt`)."""
         chat = [self._system()] + [{"role": m["role"], "content": m["content"]} for m in self.messages]
         if transient is not None:
             chat.append(transient)
@@ -72,7 +73,7 @@ class Memory:
 
         ``transient`` is a last message shown this time only (not kept in the context)."""
         budget = cpu.n_ctx - reserve
-        prompt = self._render(cpu, transient)
+        prompt = self.render(cpu, transient)
         used = cpu.count_tokens(prompt)
         if used <= budget:
             return prompt, used
@@ -80,7 +81,7 @@ class Memory:
         while len(self.messages) > 1 and used > budget * LOW_WATER:
             evicted.append(self.messages.pop(0))
             self.swapped += 1
-            prompt = self._render(cpu, transient)
+            prompt = self.render(cpu, transient)
             used = cpu.count_tokens(prompt)
         if self.store is not None and self.pid is not None:
             self.store.mark_swapped(self.pid, [m["seq"] for m in evicted if "seq" in m])
@@ -90,6 +91,6 @@ class Memory:
             if len(last["content"]) <= excess_chars:
                 raise ValueError("the system prompt and syscall table alone do not fit the context")
             last["content"] = clip(last["content"], len(last["content"]) - excess_chars)
-            prompt = self._render(cpu, transient)
+            prompt = self.render(cpu, transient)
             used = cpu.count_tokens(prompt)
         return prompt, used

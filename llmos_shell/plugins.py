@@ -36,8 +36,9 @@ ENTRY_POINT_GROUP = "llmos_shell"
 
 
 def _short(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+    """One line: pluggy puts the useful part of a validation error on its third line."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return f"{type(error).__name__}: {text}".rstrip(": ")
 
 
 class PluginLoader:

@@ -99,9 +99,11 @@ NO_MODEL = ["--model", "/nonexistent/no-model.gguf"]
 def test_files_help_completion_ctrl_c_and_ctrl_d(home):
     started = time.monotonic()
     term = Terminal(home, *NO_MODEL)
+    # a missing model: one line, and the shell goes on (the line may come before or after the first
+    # toolbar; the toolbar is redrawn every second, so waiting for it afterwards works either way)
+    term.text("error: /nonexistent/no-model.gguf")
     term.ready()
     assert time.monotonic() - started < 10           # ~1 s on an idle machine: the model never blocks the prompt
-    term.text("error: /nonexistent/no-model.gguf")             # a missing model: one line, and the shell goes on
     term.line("help")
     term.text("Ctrl-D exits.")
     term.line("mkdir notes")

@@ -281,7 +281,7 @@ class Shell:
         if self.process is None:
             return
         try:
-            cpu.next_token_logprobs(self.process.memory._render(cpu), CALL_STARTS)
+            cpu.next_token_logprobs(self.process.memory.render(cpu), CALL_STARTS)
         except NotImplementedError:
             pass
         except LlmosError as error:
@@ -329,7 +329,7 @@ class Shell:
         if cpu is None or self.process is None:
             return
         try:
-            self.context_tokens = cpu.count_tokens(self.process.memory._render(cpu))
+            self.context_tokens = cpu.count_tokens(self.process.memory.render(cpu))
         except Exception:
             log.exception("counting the context's tokens")
 
