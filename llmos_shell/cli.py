@@ -12,7 +12,7 @@ import click
 
 from llmos_shell import __version__
 from llmos_shell.config import Config, setup_logging
-from llmos_shell.errors import EXIT_USAGE, LlmosError
+from llmos_shell.errors import LlmosError
 
 log = logging.getLogger("llmos.cli")
 

@@ -10,7 +10,6 @@ tokens stream back to the caller's thread, where Ctrl-C can reach them.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import threading

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -204,8 +205,6 @@ class Kernel:
             logprobs = self.cpu.next_token_logprobs(prompt, CALL_STARTS)
         except NotImplementedError:
             return True
-        import math
-
         p_call = sum(math.exp(v) for v in logprobs.values())
         log.debug("p(call) = %.3f (threshold %.2f)", p_call, threshold)
         return p_call >= threshold

@@ -86,6 +86,30 @@ class System:
     def cpu_loaded(self) -> bool:
         return self._cpu is not None
 
+    def cpu_status(self) -> tuple[bool, str]:
+        """Whether the CPU can run, checked without loading the model (for drivers' status)."""
+        import importlib.util
+        import os
+
+        from llmos_shell import models
+        from llmos_shell.errors import LlmosError
+
+        if self.cpu_loaded:
+            return True, f"cpu {getattr(self._cpu, 'name', '')}".strip()
+        if importlib.util.find_spec("llama_cpp") is None:
+            return False, "cpu: llama-cpp-python is not installed (pip install llama-cpp-python)"
+        model = self.config.model
+        if model.endswith(".gguf") or os.sep in model:
+            return (True, f"cpu {os.path.basename(model)}") if os.path.isfile(model) else \
+                (False, f"cpu: model file {model} does not exist")
+        try:
+            manifest = models.get_manifest(model)
+            if not models.is_installed(self.config, manifest):
+                models.part_files(manifest)  # installable from its packages at first use
+        except LlmosError as error:
+            return False, f"cpu: {error}"
+        return True, f"cpu {model}"
+
     # --- syscalls ---------------------------------------------------------------------
 
     def call(self, name: str, arguments: dict[str, Any], *, pid: int | None = None,

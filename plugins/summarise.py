@@ -317,27 +317,6 @@ def _textrank_status() -> tuple[bool, str]:
     return True, f"textrank ({splitter})"
 
 
-def _cpu_status(system) -> tuple[bool, str]:
-    """Whether the CPU backend can run, checked without loading the model."""
-    if system.cpu_loaded:
-        return True, f"cpu {getattr(system.cpu, 'name', '')}".strip()
-    if importlib.util.find_spec("llama_cpp") is None:
-        return False, "cpu: llama-cpp-python is not installed (pip install llama-cpp-python)"
-    from llmos_shell import models
-
-    model = system.config.model
-    if model.endswith(".gguf") or os.sep in model:
-        return (True, f"cpu {os.path.basename(model)}") if os.path.isfile(model) else \
-            (False, f"cpu: model file {model} does not exist")
-    try:
-        manifest = models.get_manifest(model)
-        if not models.is_installed(system.config, manifest):
-            models.part_files(manifest)  # installable from its packages at first use
-    except LlmosError as error:
-        return False, f"cpu: {error}"
-    return True, f"cpu {model}"
-
-
 @hookimpl
 def driver_status(system):
     try:
@@ -345,7 +324,7 @@ def driver_status(system):
     except UsageError as error:
         return DriverStatus("summarise", False, detail=str(error))
     textrank_ok, textrank = _textrank_status()
-    cpu_ok, cpu = _cpu_status(system)
+    cpu_ok, cpu = system.cpu_status()
     if backend == "textrank":
         return DriverStatus("summarise", textrank_ok, backend=textrank if textrank_ok else "",
                             detail="" if textrank_ok else textrank)

@@ -241,29 +241,6 @@ def register_syscalls(register):
     register(translate, capabilities=["uses_cpu"])
 
 
-def cpu_status(system) -> tuple[bool, str]:
-    """Whether the CPU backend can run, checked without loading the model."""
-    if system.cpu_loaded:
-        return True, f"cpu {getattr(system.cpu, 'name', '')}".strip()
-    import importlib.util
-
-    if importlib.util.find_spec("llama_cpp") is None:
-        return False, "cpu: llama-cpp-python is not installed (pip install llama-cpp-python)"
-    from llmos_shell import models
-
-    model = system.config.model
-    if model.endswith(".gguf") or os.sep in model:
-        return (True, f"cpu {os.path.basename(model)}") if os.path.isfile(model) else \
-            (False, f"cpu: model file {model} does not exist")
-    try:
-        manifest = models.get_manifest(model)
-        if not models.is_installed(system.config, manifest):
-            models.part_files(manifest)  # installable from its packages at first use
-    except LlmosError as error:
-        return False, f"cpu: {error}"
-    return True, f"cpu {model}"
-
-
 @hookimpl
 def driver_status(system):
     try:
@@ -272,7 +249,7 @@ def driver_status(system):
         return DriverStatus("translate", False, detail=str(error))
     pairs = apertium_pairs()
     apertium = f"apertium ({', '.join(pairs)})" if pairs else ""
-    cpu_ok, cpu_detail = cpu_status(system)
+    cpu_ok, cpu_detail = system.cpu_status()
     how_apertium = "apt-get install apertium apertium-eng-spa (or another pair)"
     if backend == "apertium":
         return DriverStatus("translate", bool(pairs), backend=apertium,
