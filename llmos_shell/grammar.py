@@ -18,6 +18,8 @@ from llmos_shell.syscalls import SyscallTable
 
 CALL_OPEN = "<tool_call>\n"
 CALL_CLOSE = "\n</tool_call>"
+# Most calls in one step: without a bound, small models repeat the same call until the token limit.
+MAX_PARALLEL_CALLS = 5
 
 
 def call_schema(table: SyscallTable) -> dict:
@@ -40,12 +42,15 @@ def _grammar(schema_json: str, parallel: bool) -> str:
     schema = converter.resolve_refs(json.loads(schema_json), "syscalls")
     converter.visit(schema, "call")
     close = json.dumps(CALL_CLOSE)
-    more = f' ( "\\n" {json.dumps(CALL_OPEN)} call {close} )*' if parallel else ""
-    return f"root ::= call {close}{more}\n" + converter.format_grammar()
+    more = f' ( "\\n" {json.dumps(CALL_OPEN)} call {close} )?' * (MAX_PARALLEL_CALLS - 1) if parallel else ""
+    rules = converter.format_grammar()
+    # This converter's string characters admit raw control characters, which JSON forbids.
+    rules = rules.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x00-\\x1F] |')
+    return f"root ::= call {close}{more}\n" + rules
 
 
 def call_grammar(table: SyscallTable, parallel: bool = True) -> str:
-    """GBNF for one call (or several, if ``parallel``) of the syscalls in ``table``."""
+    """GBNF for one call (or up to MAX_PARALLEL_CALLS, if ``parallel``) of the syscalls in ``table``."""
     if not len(table):
         raise ValueError("no syscalls to call")
     return _grammar(json.dumps(call_schema(table)), parallel)  # keep the declared parameter order
