@@ -191,20 +191,21 @@ class LlamaCpu(Cpu):
         started = time.perf_counter()
 
         def work(cpu: "LlamaCpu") -> Generation:
-            return cpu._w_generate(prompt, max_tokens, grammar, list(stop), seed, temperature, cancel,
-                                   pieces.put, started, tuple(ban_first))
+            try:
+                return cpu._w_generate(prompt, max_tokens, grammar, list(stop), seed, temperature, cancel,
+                                       pieces.put, started, tuple(ban_first))
+            finally:
+                pieces.put(None)  # the end, however it ended
 
         future: Future = Future()
         self._requests.put((work, future))
         text: list[str] = []
         interrupted = False
         while True:
+            # Block without a timeout: periodic wake-ups of this thread steal time from the
+            # compute threads on a small machine. Ctrl-C still interrupts the wait (POSIX).
             try:
-                piece = pieces.get(timeout=0.05)
-            except queue.Empty:
-                if future.done() and pieces.empty():
-                    break
-                continue
+                piece = pieces.get()
             except KeyboardInterrupt:  # Ctrl-C in the caller's thread: stop the worker, keep the partial text
                 cancel.set()
                 interrupted = True
@@ -228,7 +229,6 @@ class LlamaCpu(Cpu):
         llm = self._llm
         tokens = self._w_tokenize(prompt)
         if len(tokens) >= self.n_ctx:
-            emit(None)
             raise LlmosError(f"prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}")
         max_tokens = max(1, min(max_tokens, self.n_ctx - len(tokens)))
         cached = min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
@@ -241,31 +241,28 @@ class LlamaCpu(Cpu):
         text: list[str] = []
         finish = "stop"
         first = last = None
-        try:
-            stream = llm.create_completion(
-                tokens, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
-                stop=stop or None, seed=seed, stream=True,
-                grammar=self._grammar(grammar) if grammar else None,
-                logits_processor=self._w_ban_first(ban_first, len(tokens)) if ban_first else None)
-            for chunk in stream:
-                now = time.perf_counter()
-                if first is None:
-                    first = now
-                last = now
-                choice = chunk["choices"][0]
-                piece = choice["text"]
-                if piece:
-                    stats.decode_tokens += 1
-                    text.append(piece)
-                    emit(piece)
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
-                if cancel.is_set():
-                    finish = "cancelled"
-                    stream.close()
-                    break
-        finally:
-            emit(None)
+        stream = llm.create_completion(
+            tokens, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
+            stop=stop or None, seed=seed, stream=True,
+            grammar=self._grammar(grammar) if grammar else None,
+            logits_processor=self._w_ban_first(ban_first, len(tokens)) if ban_first else None)
+        for chunk in stream:
+            now = time.perf_counter()
+            if first is None:
+                first = now
+            last = now
+            choice = chunk["choices"][0]
+            piece = choice["text"]
+            if piece:
+                stats.decode_tokens += 1
+                text.append(piece)
+                emit(piece)
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+            if cancel.is_set():
+                finish = "cancelled"
+                stream.close()
+                break
         if first is not None:
             stats.ttft_ms = 1000 * (first - started)
             if stats.decode_tokens > 1 and last > first:
