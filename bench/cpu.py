@@ -77,11 +77,19 @@ def main() -> None:
     results: dict[str, list[float]] = {"raw_prefill": [], "ours_prefill": [], "raw_decode": [], "ours_decode": []}
     raw_prefill(raw, prefill_tokens)  # warm up both (page cache, thread pools)
     ours_prefill(ours, prefill_prompt, len(prefill_tokens))
-    for _ in range(args.rounds):
-        results["raw_prefill"].append(raw_prefill(raw, prefill_tokens))
-        results["ours_prefill"].append(ours_prefill(ours, prefill_prompt, len(prefill_tokens)))
-        results["raw_decode"].append(raw_decode(raw, decode_tokens, args.decode_tokens))
-        results["ours_decode"].append(ours_decode(ours, decode_prompt, args.decode_tokens))
+    for round_ in range(args.rounds):
+        # Alternate which goes first, so neither always runs right after the other's work.
+        order = ("raw", "ours") if round_ % 2 == 0 else ("ours", "raw")
+        for who in order:
+            if who == "raw":
+                results["raw_prefill"].append(raw_prefill(raw, prefill_tokens))
+            else:
+                results["ours_prefill"].append(ours_prefill(ours, prefill_prompt, len(prefill_tokens)))
+        for who in order:
+            if who == "raw":
+                results["raw_decode"].append(raw_decode(raw, decode_tokens, args.decode_tokens))
+            else:
+                results["ours_decode"].append(ours_decode(ours, decode_prompt, args.decode_tokens))
     median = {key: statistics.median(values) for key, values in results.items()}
     print(json.dumps({
         "model": resolved.name, "threads": threads, "prompt_tokens": len(prefill_tokens),
