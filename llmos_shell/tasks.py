@@ -205,8 +205,9 @@ def run_command(state, files: tuple[str, ...], as_json: bool, approve: str | Non
             worst = max(worst, EXIT_USAGE)
     if tasks:
         models = {task.get("model") for task in tasks if task.get("model")}
-        if state.config.model and not _model_given(state) and len(models) == 1:
-            state.config.model = models.pop()  # the tasks' model, unless --model / LLMOS_MODEL says otherwise
+        model_option = click.get_current_context().find_root().params.get("model")  # --model or LLMOS_MODEL
+        if not model_option and len(models) == 1:
+            state.config.model = models.pop()  # the tasks' model, unless the user named one
         state.system.cpu  # load the model once, before the batch: a bad model fails here with exit 2
     bar = tqdm(tasks, desc="tasks", unit="task", file=sys.stderr, disable=len(tasks) < 2 or not sys.stderr.isatty())
     for task in bar:
@@ -232,10 +233,3 @@ def run_command(state, files: tuple[str, ...], as_json: bool, approve: str | Non
             break
     sys.exit(worst)
 
-
-def _model_given(state) -> bool:
-    import os
-
-    ctx = click.get_current_context()
-    root = ctx.find_root()
-    return bool(root.params.get("model") or os.environ.get("LLMOS_MODEL"))

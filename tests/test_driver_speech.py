@@ -99,27 +99,26 @@ def test_pocketsphinx_refuses_what_is_not_a_wav(system, monkeypatch):
         system.call("transcribe", {"path": "/audio/fake.wav"})
 
 
-@whisper
-def test_whisper_on_silence_returns_no_words(system):
+
+def wav_bytes(channels: int, rate: int, frames: bytes) -> bytes:
+    """A 16-bit PCM WAV file in memory."""
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
+        wav.setnchannels(channels)
         wav.setsampwidth(2)
-        wav.setframerate(16000)
-        wav.writeframes(b"\x00\x00" * 16000)
-    system.fs.write("/audio/silence.wav", buffer.getvalue())
+        wav.setframerate(rate)
+        wav.writeframes(frames)
+    return buffer.getvalue()
+
+@whisper
+def test_whisper_on_silence_returns_no_words(system):
+    system.fs.write("/audio/silence.wav", wav_bytes(channels=1, rate=16000, frames=b"\x00\x00" * 16000))
     result = system.call("transcribe", {"path": "/audio/silence.wav"})
     assert len(words(result["text"])) <= 2  # tiny.en may say "you" to silence; never a sentence
 
 
 def test_resampling_to_16k_keeps_the_duration():
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(2)
-        wav.setsampwidth(2)
-        wav.setframerate(44100)
-        wav.writeframes(b"\x10\x00\x20\x00" * 44100)
-    pcm = driver._pcm16k(buffer.getvalue(), "/x.wav")
+    pcm = driver._pcm16k(wav_bytes(channels=2, rate=44100, frames=b"\x10\x00\x20\x00" * 44100), "/x.wav")
     assert len(pcm) == 2 * 16000
 
 
