@@ -60,10 +60,12 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="llmos-bfcl-")
     system = System(Config.load(home=home, model=args.model), entry_points=False, plugins=())
     cpu = system.cpu
-    kernel = Kernel(system, approve="never", max_steps=1)
+    # Calls fit in 256 tokens; a reply (the right answer to an irrelevant request) is not scored.
+    kernel = Kernel(system, approve="never", max_steps=1, max_tokens=256)
     if args.threshold is not None:
         kernel.call_threshold = args.threshold
-    report: dict = {"model": cpu.name, "threshold": kernel.call_threshold, "categories": {}}
+    report: dict = {"model": cpu.name, "call_threshold": kernel.call_threshold,
+                    "relevance_threshold": kernel.relevance_threshold, "categories": {}}
     calls_made = calls_valid = 0
     seconds = []
     for category in args.categories.split(","):

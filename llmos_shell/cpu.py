@@ -25,6 +25,9 @@ log = logging.getLogger("llmos.cpu")
 
 TokenCallback = Callable[[str], None]
 
+# A candidate for next_token_logprobs that stands for every end-of-turn token of the model.
+END_OF_TURN = "<end of turn>"
+
 
 @dataclass
 class GenerationStats:
@@ -75,12 +78,19 @@ class Cpu(ABC):
                  stop: Sequence[str] = (), seed: int | None = None, temperature: float = 0.0,
                  on_token: TokenCallback | None = None, cancel: threading.Event | None = None,
                  ban_first: Sequence[str] = ()) -> Generation:
-        """Continue ``prompt``. ``grammar`` is GBNF; ``on_token`` gets each piece of text as it comes;
+        """Continue ``prompt``. Under a ``grammar`` (GBNF) decoding is greedy and ends as soon as the
+        text is complete under it; ``on_token`` gets each piece of text as it comes;
         setting ``cancel`` stops generation within one token (finish_reason "cancelled");
         the first token may not start with any of ``ban_first`` (e.g. a reply must not open a call)."""
 
     def next_token_logprobs(self, prompt: str, candidates: Iterable[str]) -> dict[str, float]:
-        """Log-probability that the next token starts with each candidate string (for decisions)."""
+        """Log-probability that the next token starts with each candidate string (for decisions);
+        the candidate :data:`END_OF_TURN` stands for the model's end-of-turn tokens."""
+        raise NotImplementedError
+
+    def logprob(self, prefix: str, text: str) -> tuple[float, int]:
+        """Log-probability of ``text`` right after ``prefix`` (plain text, no chat template), and the
+        number of tokens of ``text`` (for decisions that compare likelihoods)."""
         raise NotImplementedError
 
     def chat(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> str:
@@ -138,7 +148,6 @@ class LlamaCpu(Cpu):
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=self._eos, bos_token=self._bos) \
             if template else None
         self._add_bos = meta.get("tokenizer.ggml.add_bos_token", "false") == "true"
-        self._grammars: dict[str, Any] = {}
 
     def _serve(self) -> None:
         while True:
@@ -175,14 +184,6 @@ class LlamaCpu(Cpu):
             lines = [f"{m['role']}: {m.get('content') or ''}" for m in messages]
             return "\n".join(lines) + "\nassistant:"
         return self._formatter(messages=list(messages), tools=list(tools) if tools else None).prompt
-
-    def _grammar(self, gbnf: str):
-        from llama_cpp import LlamaGrammar
-
-        grammar = self._grammars.get(gbnf)
-        if grammar is None:
-            grammar = self._grammars[gbnf] = LlamaGrammar.from_string(gbnf, verbose=False)
-        return grammar
 
     def generate(self, prompt, *, max_tokens=512, grammar=None, stop=(), seed=None, temperature=0.0,
                  on_token=None, cancel=None, ban_first=()) -> Generation:
@@ -233,6 +234,8 @@ class LlamaCpu(Cpu):
         max_tokens = max(1, min(max_tokens, self.n_ctx - len(tokens)))
         cached = min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
         stats = GenerationStats(prefill_tokens=len(tokens) - cached, cached_tokens=cached)
+        if grammar:
+            return self._w_generate_constrained(tokens, cached, grammar, max_tokens, cancel, emit, started, stats)
         if seed is not None:
             # The last prompt token's logits differ by rounding between a batched and a single-token
             # decode; always decoding it alone makes a seeded run reproducible whatever the cache holds.
@@ -244,7 +247,6 @@ class LlamaCpu(Cpu):
         stream = llm.create_completion(
             tokens, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
             stop=stop or None, seed=seed, stream=True,
-            grammar=self._grammar(grammar) if grammar else None,
             logits_processor=self._w_ban_first(ban_first, len(tokens)) if ban_first else None)
         for chunk in stream:
             now = time.perf_counter()
@@ -270,6 +272,35 @@ class LlamaCpu(Cpu):
         stats.total_ms = 1000 * (time.perf_counter() - started)
         return Generation(text="".join(text), finish_reason=finish, stats=stats)
 
+    def _w_generate_constrained(self, tokens, cached, grammar, max_tokens, cancel, emit, started,
+                                stats) -> Generation:
+        """Greedy decoding under a grammar, checking few tokens per step (see constrained.py)."""
+        from llmos_shell import constrained
+
+        llm = self._llm
+        # As with a seed: the last prompt token alone, so the result never depends on the cache.
+        llm.n_tokens = cached
+        llm.eval(tokens[cached:-1])
+        llm.eval(tokens[-1:])
+        clock = {"first": None, "last": None}
+
+        def on_piece(piece: str) -> None:
+            now = time.perf_counter()
+            clock["first"] = clock["first"] or now
+            clock["last"] = now
+            emit(piece)
+
+        text, finish, count = constrained.decode(llm, grammar, max_tokens, end_tokens=self._w_end_tokens(),
+                                                 emit=on_piece, cancelled=cancel.is_set)
+        stats.decode_tokens = count
+        first, last = clock["first"], clock["last"]
+        if first is not None:
+            stats.ttft_ms = 1000 * (first - started)
+            if count > 1 and last > first:
+                stats.decode_tok_s = (count - 1) / (last - first)
+        stats.total_ms = 1000 * (time.perf_counter() - started)
+        return Generation(text=text, finish_reason=finish, stats=stats)
+
     def reset(self) -> None:
         """Forget the KV cache (the next prompt is evaluated from scratch): for benchmarks."""
         self._submit(lambda cpu: cpu._llm.reset())
@@ -292,9 +323,43 @@ class LlamaCpu(Cpu):
         logprobs = logits - (top + np.log(np.exp(logits - top).sum()))
         out = {}
         for candidate in candidates:
-            ids = self._w_tokens_starting_with(candidate)
+            ids = self._w_end_tokens() if candidate == END_OF_TURN else self._w_tokens_starting_with(candidate)
             out[candidate] = float(np.logaddexp.reduce(logprobs[ids])) if len(ids) else float("-inf")
         return out
+
+    def logprob(self, prefix: str, text: str) -> tuple[float, int]:
+        return self._submit(lambda cpu: cpu._w_logprob(prefix, text))
+
+    def _w_logprob(self, prefix: str, text: str) -> tuple[float, int]:
+        import numpy as np
+
+        llm = self._llm
+        head = self._w_tokenize(prefix)
+        body = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        tokens = head + body
+        if not body:
+            return 0.0, 0
+        if len(tokens) >= self.n_ctx:
+            raise LlmosError(f"{len(tokens)} tokens do not fit the context of {self.n_ctx}")
+        start = len(head) - 1  # the position whose logits predict the first token of text
+        reuse = min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), start)
+        llm.n_tokens = reuse
+        llm.eval(tokens[reuse:start])
+        # Llama.eval keeps only the last position's logits; these positions all need theirs.
+        chunk, total, n_vocab = tokens[start:-1], 0.0, llm.n_vocab()
+        for offset in range(0, len(chunk), llm.n_batch):
+            piece = chunk[offset: offset + llm.n_batch]
+            llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+            llm._batch.set_batch(batch=piece, n_past=llm.n_tokens, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(piece), n_vocab)).astype(np.float64)
+            top = logits.max(axis=1, keepdims=True)
+            norm = (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
+            targets = tokens[start + offset + 1: start + offset + 1 + len(piece)]
+            total += float(sum(logits[row, target] - norm[row] for row, target in enumerate(targets)))
+            llm.input_ids[llm.n_tokens: llm.n_tokens + len(piece)] = piece
+            llm.n_tokens += len(piece)
+        return total, len(body)
 
     def _w_ban_first(self, starts: tuple[str, ...], n_prompt: int):
         """A logits processor that forbids the first generated token from starting with ``starts``."""
@@ -302,15 +367,8 @@ class LlamaCpu(Cpu):
         import numpy as np
 
         llm = self._llm
-        # End-of-generation tokens too: the first token must start some text.
-        if "_eog" not in self.__dict__:
-            ends = {llm.token_eos()}
-            for text in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
-                ids = llm.tokenize(text.encode(), add_bos=False, special=True)
-                if len(ids) == 1:
-                    ends.add(ids[0])
-            self._eog = np.array(sorted(i for i in ends if i >= 0), dtype=np.int64)
-        banned = np.concatenate([self._w_tokens_starting_with(s) for s in starts] + [self._eog])
+        # End-of-turn tokens too: the first token must start some text.
+        banned = np.concatenate([self._w_tokens_starting_with(s) for s in starts] + [self._w_end_tokens()])
 
         def ban(input_ids, scores):
             if llm.n_tokens == n_prompt:  # only before the first token
@@ -318,6 +376,17 @@ class LlamaCpu(Cpu):
             return scores
 
         return LogitsProcessorList([ban])
+
+    def _w_end_tokens(self):
+        """Ids of the tokens that end a turn (end of generation)."""
+        import llama_cpp
+        import numpy as np
+
+        if "_end_tokens" not in self.__dict__:
+            vocab = self._llm._model.vocab
+            self._end_tokens = np.array([i for i in range(self._llm.n_vocab())
+                                         if llama_cpp.llama_vocab_is_eog(vocab, i)], dtype=np.int64)
+        return self._end_tokens
 
     def _w_tokens_starting_with(self, text: str):
         """Ids of the tokens whose text (leading spaces aside) starts with ``text``, or is ``text``'s start."""

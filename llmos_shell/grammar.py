@@ -1,10 +1,12 @@
-"""The decoding grammar built from the syscall table.
+"""The tool-call format and the decoding grammar built from the syscall table.
 
-After the kernel decides that the model should call (see kernel.py), the model
-continues from ``<tool_call>\\n`` under this grammar: one JSON object naming a
-real syscall with schema-valid arguments, closed by ``</tool_call>``, optionally
-followed by more calls (parallel calls), exactly as Qwen's chat template lays
-tool calls out. JSON Schema to GBNF is llama-cpp-python's converter.
+After the kernel decides that the model should call (see kernel.py), it writes
+``<tool_call>\n`` itself and the model continues under this grammar: one JSON
+object naming a real syscall with schema-valid arguments. The kernel closes the
+block with ``\n</tool_call>``, exactly as Qwen's chat template lays tool calls
+out, so the model reads and writes the special tokens it was trained on (a
+grammar would make it spell ``</tool_call>`` out of plain-text pieces).
+JSON Schema to GBNF is llama-cpp-python's converter.
 """
 
 from __future__ import annotations
@@ -36,33 +38,31 @@ def call_schema(table: SyscallTable) -> dict:
 
 
 @lru_cache(maxsize=64)
-def _grammar(schema_json: str, parallel: bool) -> str:
+def _grammar(schema_json: str) -> str:
     converter = SchemaConverter(prop_order={"name": 0, "arguments": 1}, allow_fetch=False,
                                 dotall=False, raw_pattern=False)
     schema = converter.resolve_refs(json.loads(schema_json), "syscalls")
     converter.visit(schema, "call")
-    close = json.dumps(CALL_CLOSE)
-    more = f' ( "\\n" {json.dumps(CALL_OPEN)} call {close} )?' * (MAX_PARALLEL_CALLS - 1) if parallel else ""
     rules = converter.format_grammar()
     # This converter's string characters admit raw control characters, which JSON forbids.
     rules = rules.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x00-\\x1F] |')
-    return f"root ::= call {close}{more}\n" + rules
+    return "root ::= call\n" + rules
 
 
-def call_grammar(table: SyscallTable, parallel: bool = True) -> str:
-    """GBNF for one call (or up to MAX_PARALLEL_CALLS, if ``parallel``) of the syscalls in ``table``."""
+def call_grammar(table: SyscallTable) -> str:
+    """GBNF for one call of one of the syscalls in ``table``."""
     if not len(table):
         raise ValueError("no syscalls to call")
-    return _grammar(json.dumps(call_schema(table)), parallel)  # keep the declared parameter order
+    return _grammar(json.dumps(call_schema(table)))  # keep the declared parameter order
+
+
+def parse_call(text: str) -> dict:
+    """The call in one grammar-constrained JSON object."""
+    call = json.loads(text)
+    return {"name": call["name"], "arguments": call.get("arguments", {})}
 
 
 def parse_calls(text: str) -> list[dict]:
-    """The calls in grammar-constrained output (the text after the first ``<tool_call>\\n``)."""
-    calls = []
-    for block in text.split("<tool_call>"):
-        block = block.replace("</tool_call>", "").strip()
-        if not block:
-            continue
-        call = json.loads(block)
-        calls.append({"name": call["name"], "arguments": call.get("arguments", {})})
-    return calls
+    """The calls in text made of ``<tool_call>`` blocks."""
+    blocks = (block.replace("</tool_call>", "").strip() for block in text.split("<tool_call>"))
+    return [parse_call(block) for block in blocks if block]

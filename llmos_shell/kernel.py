@@ -23,7 +23,8 @@ from typing import Any, Iterable, Literal
 
 from llmos_shell.cpu import Generation
 from llmos_shell.errors import Cancelled, LlmosError
-from llmos_shell.grammar import CALL_OPEN, call_grammar, parse_calls
+from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN, MAX_PARALLEL_CALLS, call_grammar, parse_call
+from llmos_shell.grounding import Source, grounded
 from llmos_shell.hookspecs import SyscallCall
 from llmos_shell.memory import Memory
 from llmos_shell.process import Process
@@ -42,6 +43,11 @@ SYSTEM_PROMPT = (
 # Shown (not kept) before the reply that follows syscall results: small models otherwise
 # echo the results' JSON instead of answering.
 ANSWER_NOW = {"role": "user", "content": "Based on the function results, what is your reply to my request?"}
+
+# The relevance test (Kernel._relevant) compares the request's likelihood after these two texts.
+RELEVANCE_BASE = "A user's request:\n"
+RELEVANCE_GIVEN = "Function `{name}`: {description}\nA user's request that this function handles:\n"
+RELEVANCE_CHARS = 2000
 
 # First tokens that start a tool call in the formats small models use.
 CALL_STARTS = ("<tool_call>", "```", "{")
@@ -110,7 +116,7 @@ class Kernel:
     """Runs processes on the system's CPU."""
 
     def __init__(self, system, *, approve: Approve = "never", max_steps: int = 8, max_tokens: int = 512,
-                 call_threshold: float = 0.5, chain_threshold: float = 0.8,
+                 call_threshold: float = 0.5, chain_threshold: float = 0.8, relevance_threshold: float = -0.2,
                  events: Events | None = None) -> None:
         self.system = system
         self.approve = approve
@@ -120,6 +126,8 @@ class Kernel:
         # After a syscall has answered, small models tend to call again (often the same thing);
         # a further call must be clearly wanted.
         self.chain_threshold = chain_threshold
+        # Pointwise mutual information (nats per token) a first call's syscall must have with the request.
+        self.relevance_threshold = relevance_threshold
         self.events = events or Events()
 
     @property
@@ -173,15 +181,18 @@ class Kernel:
                 table = process.table.without({record.name for record in turn.syscalls})
                 threshold = self.chain_threshold if turn.syscalls else self.call_threshold
                 if len(table) and self._wants_call(prompt, threshold):
-                    calls = self._decode_calls(process, prompt, table, turn, seed, cancel)
+                    calls, written, tokens = self._decode_calls(process, prompt, table, turn, text, seed, cancel)
                     fresh = [c for c in calls if _key(c) not in done_calls]
-                    if fresh:
+                    # The first call of a turn must be about the request: small models call whatever
+                    # function they are shown (a BMI function for a triangle's area).
+                    if fresh and (turn.syscalls or self._relevant(text, process.table.get(fresh[0]["name"]))):
+                        process.memory.add("assistant", written, tokens=tokens)
                         done_calls.update(_key(c) for c in fresh)
                         stop = self._dispatch(process, fresh, turn, events, cancel)
                         if stop:
                             break
                         continue
-                    # the model repeats a call it already made: have it answer instead
+                    # a repeated or unrelated call: have the model answer instead
                 if turn.syscalls:
                     prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, transient=ANSWER_NOW)
                 turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)
@@ -209,20 +220,52 @@ class Kernel:
         log.debug("p(call) = %.3f (threshold %.2f)", p_call, threshold)
         return p_call >= threshold
 
-    def _decode_calls(self, process: Process, prompt: str, table: SyscallTable, turn: TurnResult, seed,
-                      cancel) -> list[dict]:
-        grammar = call_grammar(table, parallel=process.parallel_calls)
-        generation = self.cpu.generate(prompt + CALL_OPEN, max_tokens=self.max_tokens, grammar=grammar,
-                                       seed=seed, temperature=0.0, cancel=cancel)
-        turn.count(generation)
-        if generation.cancelled:
-            raise Cancelled("cancelled")
-        text = CALL_OPEN + generation.text
-        process.memory.add("assistant", text, tokens=generation.stats.decode_tokens)
+    def _decode_calls(self, process: Process, prompt: str, table: SyscallTable, turn: TurnResult,
+                      request: str, seed, cancel) -> tuple[list[dict], str, int]:
+        """Decode one call, then candidate further calls of the same syscall, kept while grounded.
+
+        Small models end their turn after one call whatever the request, so the kernel opens the
+        next call itself and keeps it only if its new values come from the request or this turn's
+        results (see grounding.py). Another syscall waits for the next step: it usually needs this
+        one's result (read the sign, then translate what it says), which a call now could only guess."""
+        source = Source([request] + [result_text(r.result) for r in turn.syscalls if r.status == "ok"])
+        calls: list[dict] = []
+        written = ""
+        tokens = 0
+        for _ in range(MAX_PARALLEL_CALLS if process.parallel_calls else 1):
+            generation = self.cpu.generate(prompt + written + CALL_OPEN, max_tokens=self.max_tokens,
+                                           grammar=call_grammar(table), seed=seed, temperature=0.0, cancel=cancel)
+            turn.count(generation)
+            if generation.cancelled:
+                raise Cancelled("cancelled")
+            if generation.finish_reason != "stop":
+                if calls:
+                    break
+                raise LlmosError(f"the model's call was cut short after {generation.stats.decode_tokens} tokens")
+            call = parse_call(generation.text)
+            if calls and not grounded(call, calls, source):
+                break
+            calls.append(call)
+            tokens += generation.stats.decode_tokens
+            written += CALL_OPEN + generation.text.strip() + CALL_CLOSE + "\n"
+            table = process.table.subset([call["name"]])
+        return calls, written.rstrip(), tokens
+
+    def _relevant(self, request: str, syscall: Syscall) -> bool:
+        """Does the syscall's description make the request more likely, per token, than no description?
+
+        Pointwise mutual information from the model itself: a small model judges relevance poorly
+        when asked (its yes/no hovers at 50 %) but its likelihoods separate related from unrelated."""
+        request = request[:RELEVANCE_CHARS]
         try:
-            return parse_calls(text)
-        except (ValueError, KeyError) as error:  # only if generation hit max_tokens mid-call
-            raise LlmosError(f"the model's call was cut short ({generation.finish_reason}): {error}") from None
+            base, n_tokens = self.cpu.logprob(RELEVANCE_BASE, request)
+            given, _ = self.cpu.logprob(RELEVANCE_GIVEN.format(name=syscall.name, description=syscall.description),
+                                        request)
+        except NotImplementedError:
+            return True
+        pmi = (given - base) / max(1, n_tokens)
+        log.debug("relevance of %s: %.3f per token (threshold %.2f)", syscall.name, pmi, self.relevance_threshold)
+        return pmi >= self.relevance_threshold
 
     def _reply(self, process: Process, prompt: str, turn: TurnResult, seed, temperature, events, cancel) -> str:
         generation = None

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 from llmos_shell.config import TEST_MODEL, Config
 from llmos_shell.cpu import Cpu, Generation, GenerationStats
 from llmos_shell.errors import LlmosError
+from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN
 
 
 class FakeCpu(Cpu):
@@ -57,6 +58,8 @@ class FakeCpu(Cpu):
         self.responder = responder
         self.prompts: list[str] = []      # every prompt it was given, for assertions
         self.grammars: list[str | None] = []
+        self._pending_calls: list[str] = []   # the rest of a scripted reply with several calls
+        self._last_call = ""
 
     def enqueue(self, *replies: str) -> None:
         self.replies.extend(replies)
@@ -77,20 +80,33 @@ class FakeCpu(Cpu):
         first, *rest = list(candidates)
         return {first: math.log(0.99 if starts_call else 0.01), **{c: float("-inf") for c in rest}}
 
-    def generate(self, prompt, *, max_tokens=512, grammar=None, stop=(), seed=None, temperature=0.0,
-                 on_token=None, cancel: threading.Event | None = None, ban_first=()) -> Generation:
-        if self.count_tokens(prompt) >= self.n_ctx:  # as LlamaCpu does
-            raise LlmosError(f"prompt of {self.count_tokens(prompt)} tokens does not fit the context of {self.n_ctx}")
-        self.prompts.append(prompt)
-        self.grammars.append(grammar)
+    def _next_reply(self, prompt: str, grammar: str | None) -> str:
+        if grammar is not None and self._pending_calls:
+            self._last_call = self._pending_calls.pop(0)
+            return self._last_call
+        if grammar is not None and prompt.endswith(CALL_CLOSE + "\n" + CALL_OPEN):
+            # Asked for a further call with none scripted: repeat the last, as small models do.
+            return self._last_call
         if self.replies:
             reply = self.replies.pop(0)
         elif self.responder is not None:
             reply = self.responder(prompt)
         else:
             raise AssertionError("FakeCpu has no scripted reply left")
-        if prompt.endswith("<tool_call>\n") and reply.startswith("<tool_call>\n"):
-            reply = reply[len("<tool_call>\n"):]  # the kernel wrote the opening tag itself
+        if grammar is not None and prompt.endswith(CALL_OPEN) and reply.startswith(CALL_OPEN):
+            # The kernel writes the tags and asks for one call at a time: hand out the blocks in turn.
+            self._last_call, *self._pending_calls = [block.replace(CALL_CLOSE.strip(), "").strip()
+                                                     for block in reply.split(CALL_OPEN.strip()) if block.strip()]
+            return self._last_call
+        return reply
+
+    def generate(self, prompt, *, max_tokens=512, grammar=None, stop=(), seed=None, temperature=0.0,
+                 on_token=None, cancel: threading.Event | None = None, ban_first=()) -> Generation:
+        if self.count_tokens(prompt) >= self.n_ctx:  # as LlamaCpu does
+            raise LlmosError(f"prompt of {self.count_tokens(prompt)} tokens does not fit the context of {self.n_ctx}")
+        self.prompts.append(prompt)
+        self.grammars.append(grammar)
+        reply = self._next_reply(prompt, grammar)
         out: list[str] = []
         for index, word in enumerate(reply.split(" ")[:max_tokens]):
             if cancel is not None and cancel.is_set():

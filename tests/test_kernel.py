@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from llmos_shell import hookimpl
+from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN
 from llmos_shell.kernel import Events, Kernel
 from llmos_shell.testing import FakeCpu, make_system
 
@@ -112,14 +113,25 @@ def test_chained_calls(setup):
     assert result.status == "ok"
     assert [(r.name, r.result) for r in result.syscalls] == [("add", 3), ("shred", "shredded /x")]
     # the second step's grammar no longer offered the syscall that had already answered
-    assert '\\"add\\"' not in cpu.grammars[1] and '\\"shred\\"' in cpu.grammars[1]
+    steps = [grammar for prompt, grammar in zip(cpu.prompts, cpu.grammars)
+             if grammar and not prompt.endswith(CALL_CLOSE + "\n" + CALL_OPEN)]
+    assert '\\"add\\"' not in steps[1] and '\\"shred\\"' in steps[1]
 
 
 def test_parallel_calls_in_one_step(setup):
     system, cpu = setup
     cpu.enqueue(call("add", a=1, b=2) + "\n" + call("add", a=3, b=4), "3 and 7.")
-    result = Kernel(system).run(Kernel(system).spawn("t"), "two sums")
+    result = Kernel(system).run(Kernel(system).spawn("t"), "add 1 and 2, and 3 and 4")
     assert result.status == "ok" and [r.result for r in result.syscalls] == [3, 7]
+    # one step: both calls were written before either result came back
+    assert cpu.prompts[-1].count("<|tool|>") == 2
+
+
+def test_a_further_call_with_invented_values_is_dropped(setup):
+    system, cpu = setup
+    cpu.enqueue(call("add", a=1, b=2) + "\n" + call("add", a=3, b=4), "3.")
+    result = Kernel(system).run(Kernel(system).spawn("t"), "add 1 and 2")
+    assert result.status == "ok" and [r.arguments for r in result.syscalls] == [{"a": 1, "b": 2}]
 
 
 def test_driver_error_goes_back_to_the_model(setup):

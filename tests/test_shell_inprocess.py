@@ -39,22 +39,6 @@ def tool_call(name: str, **arguments) -> str:
     return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
 
 
-class ScriptedCpu(FakeCpu):
-    """FakeCpu that also answers the kernel's "call or reply?" question from its script:
-    a call is likely exactly when the next scripted text is a ``<tool_call>``."""
-
-    def next_token_logprobs(self, prompt, candidates):
-        import math
-
-        calls = bool(self.replies) and self.replies[0].startswith("<tool_call>")
-        return {c: (math.log(0.9 if calls else 0.01) if i == 0 else float("-inf")) for i, c in enumerate(candidates)}
-
-    def generate(self, prompt, **kwargs):
-        if self.replies and prompt.endswith("<tool_call>\n") and self.replies[0].startswith("<tool_call>\n"):
-            self.replies[0] = self.replies[0][len("<tool_call>\n"):]   # the kernel wrote the opening tag
-        return super().generate(prompt, **kwargs)
-
-
 class Screen(io.TextIOBase):
     """What the shell prints (its console), readable while it runs."""
 
@@ -149,7 +133,7 @@ def home(tmp_path):
 
 
 def system_with(home, *replies: str, cpu=None):
-    return make_system(home, plugins=["llmos_plugins.files"], cpu=cpu or ScriptedCpu(replies))
+    return make_system(home, plugins=["llmos_plugins.files"], cpu=cpu or FakeCpu(replies))
 
 
 # --- the registry and help -----------------------------------------------------------------
@@ -253,7 +237,7 @@ def test_errors_are_one_red_line_and_tracebacks_go_to_the_log(home, monkeypatch)
 # --- requests to the model -----------------------------------------------------------------------
 
 def test_a_request_streams_the_reply_and_keeps_the_conversation(home):
-    cpu = ScriptedCpu(["Paris is the capital.", "Madrid, as I said after Paris."])
+    cpu = FakeCpu(["Paris is the capital.", "Madrid, as I said after Paris."])
     session = Session(system_with(home, cpu=cpu))
     out = session.line("What is the capital of France?").line("And Spain?", after="capital.").run()
     assert "Paris is the capital.\n" in out
@@ -318,7 +302,7 @@ def test_call_goes_through_the_same_approval(home):
 
 
 def test_ctrl_c_cancels_the_request_keeps_the_partial_turn_and_the_next_one_works(home):
-    class SlowCpu(ScriptedCpu):
+    class SlowCpu(FakeCpu):
         """Like FakeCpu, one word every 50 ms, checking the cancel event between words."""
 
         def generate(self, prompt, *, on_token=None, cancel=None, **kwargs) -> Generation:
@@ -360,7 +344,7 @@ def test_ctrl_c_cancels_the_request_keeps_the_partial_turn_and_the_next_one_work
 
 
 def test_multi_line_input_with_a_trailing_backslash(home):
-    cpu = ScriptedCpu(["Two lines received."])
+    cpu = FakeCpu(["Two lines received."])
     session = Session(system_with(home, cpu=cpu))
     session.after(None, "first line \\" + ENTER).after(None, "second line" + ENTER)
     session.after("received.", "write m.txt one \\" + ENTER + "two" + ENTER)
@@ -387,7 +371,7 @@ def test_a_model_that_cannot_load_gives_one_line_and_files_still_work(home):
 
 
 def test_model_switch_closes_the_old_cpu_and_keeps_the_conversation(home, monkeypatch):
-    first, second = ScriptedCpu(["one"]), ScriptedCpu(["two"])
+    first, second = FakeCpu(["one"]), FakeCpu(["two"])
     closed = []
     first.close = lambda: closed.append("first")
     system = system_with(home, cpu=first)
@@ -484,7 +468,7 @@ def test_ps_kill_drivers_models_and_model(home):
 
 
 def test_reset_starts_a_new_conversation(home):
-    cpu = ScriptedCpu(["First answer.", "Fresh answer."])
+    cpu = FakeCpu(["First answer.", "Fresh answer."])
     session = Session(system_with(home, cpu=cpu))
     session.line("remember the word banana").line("reset", after="First answer.").line("what word?", after="new conversation")
     out = session.run()
