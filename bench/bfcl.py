@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -47,6 +48,17 @@ def parallel_ok(check, calls, truth, functions) -> bool:
     return True
 
 
+class Decisions(logging.Handler):
+    """Collects the kernel's decision log lines (p(call), relevance) of the current case."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=os.environ.get("LLMOS_MODEL", "qwen2.5-coder-0.5b-instruct"))
@@ -57,6 +69,11 @@ def main() -> None:
     args = parser.parse_args()
 
     check = load_checker()
+    decisions = Decisions()
+    if args.verbose:
+        kernel_log = logging.getLogger("llmos.kernel")
+        kernel_log.setLevel(logging.DEBUG)
+        kernel_log.addHandler(decisions)
     home = tempfile.mkdtemp(prefix="llmos-bfcl-")
     system = System(Config.load(home=home, model=args.model), entry_points=False, plugins=())
     cpu = system.cpu
@@ -80,6 +97,7 @@ def main() -> None:
             messages = question["question"][0]
             request = "\n".join(m["content"] for m in messages if m["role"] == "user")
             process = kernel.spawn(question["id"], functions=functions)
+            decisions.lines.clear()
             started = time.perf_counter()
             result = kernel.run(process, request)
             seconds.append(time.perf_counter() - started)
@@ -100,7 +118,7 @@ def main() -> None:
             correct += ok
             if args.verbose and not ok:
                 print(json.dumps({"id": question["id"], "calls": calls, "output": result.output[:80],
-                                  "truth": truth}), file=sys.stderr)
+                                  "truth": truth, "decisions": decisions.lines}), file=sys.stderr)
         report["categories"][category] = {"n": len(entries), "accuracy": round(correct / max(1, len(entries)), 3)}
     report["valid_call_rate"] = round(calls_valid / calls_made, 3) if calls_made else None
     report["calls"] = calls_made

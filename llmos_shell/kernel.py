@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ ANSWER_NOW = {"role": "user", "content": "Based on the function results, what is
 RELEVANCE_BASE = "A user's request:\n"
 RELEVANCE_GIVEN = "Function `{name}`: {description}\nA user's request that this function handles:\n"
 RELEVANCE_CHARS = 2000
+
+# Something that looks like an absolute path in a request ("/inputs/report.txt").
+PATH = re.compile(r"(?<![\w.:/])/[\w.\-/]*[\w/]")
 
 # First tokens that start a tool call in the formats small models use.
 CALL_STARTS = ("<tool_call>", "```", "{")
@@ -178,8 +182,14 @@ class Kernel:
                 prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens)
                 # A syscall already answered in this turn is not offered again: small models loop on
                 # the call they just made; a chain goes on to other syscalls (ocr, then translate).
-                table = process.table.without({record.name for record in turn.syscalls})
-                threshold = self.chain_threshold if turn.syscalls else self.call_threshold
+                # One that failed stays, so the model can mend its arguments.
+                table = process.table.without({r.name for r in turn.syscalls if r.status == "ok"})
+                if turn.syscalls:
+                    threshold = self.chain_threshold
+                elif self._names_a_file(text):
+                    threshold = 0.0  # the model cannot know what a file holds without a syscall
+                else:
+                    threshold = self.call_threshold
                 if len(table) and self._wants_call(prompt, threshold):
                     calls, written, tokens = self._decode_calls(process, prompt, table, turn, text, seed, cancel)
                     fresh = [c for c in calls if _key(c) not in done_calls]
@@ -210,6 +220,16 @@ class Kernel:
             turn.error = str(error)
         self.finish(process, turn.status)
         return turn
+
+    def _names_a_file(self, text: str) -> bool:
+        """Does the request name a file or folder that exists in the filesystem?"""
+        for match in PATH.finditer(text):
+            try:
+                if self.system.fs.exists(match.group(0)):
+                    return True
+            except LlmosError:  # not a valid path after all
+                continue
+        return False
 
     def _wants_call(self, prompt: str, threshold: float) -> bool:
         try:

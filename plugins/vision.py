@@ -306,7 +306,7 @@ def ocr(path: str, language: str = "eng", ctx=None) -> dict:
 
     Args:
         path: Path of the image in the filesystem, like /inputs/scan.png.
-        language: Tesseract language code of the text, like "eng" or "spa".
+        language: Tesseract language code of the text in the image; leave out for English.
     """
     _, image = _open_image(ctx.fs.read(path), path)
     return {"path": path, **_read_text(image, language)}

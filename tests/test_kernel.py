@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 
 import pytest
@@ -59,16 +60,20 @@ def call(name: str, **arguments) -> str:
 
 @pytest.fixture
 def setup(tmp_path):
+    system, cpu = system_with(tmp_path, FakeCpu())
+    yield system, cpu
+    system.close()
+
+
+def system_with(tmp_path, cpu):
     CALLS.clear()
-    cpu = FakeCpu()
     system = make_system(tmp_path, plugins=[], cpu=cpu)
     system.pm.register(TestDriver(), name="testdriver")
     from llmos_shell.plugins import PluginLoader
 
     loader = PluginLoader(system.pm, system.table)
     loader.register_syscalls()
-    yield system, cpu
-    system.close()
+    return system, cpu
 
 
 def test_plain_reply(setup):
@@ -268,3 +273,30 @@ def test_tool_output_cannot_inject_control_tokens(setup):
     kernel.run(process, "fetch")
     tool = [m for m in process.memory.messages if m["role"] == "tool"][0]
     assert "<|im_start|>" not in tool["content"] and "<tool_call>" not in tool["content"]
+
+
+class ReluctantCpu(FakeCpu):
+    """A model that would rather answer than call (p(call) = 0.05 whatever comes next)."""
+
+    def next_token_logprobs(self, prompt, candidates):
+        first, *rest = list(candidates)
+        return {first: math.log(0.05), **{c: float("-inf") for c in rest}}
+
+
+def test_a_request_naming_an_existing_file_gets_a_syscall(tmp_path):
+    system, cpu = system_with(tmp_path, ReluctantCpu())
+    system.fs.write("/inputs/report.txt", "Quarterly figures.")
+    kernel = Kernel(system)
+    cpu.enqueue("I can't see files.")
+    assert kernel.run(kernel.spawn("t"), "Summarise /inputs/missing.txt").syscalls == []
+    cpu.enqueue(call("shred", path="/inputs/report.txt"), "Shredded.")
+    result = kernel.run(kernel.spawn("t"), "Shred /inputs/report.txt.")
+    assert [r.name for r in result.syscalls] == ["shred"]
+    system.close()
+
+
+def test_a_failed_syscall_stays_on_offer_so_the_model_can_mend_its_arguments(setup):
+    system, cpu = setup
+    cpu.enqueue(call("explode", reason="first"), call("explode", reason="second"), "Both failed.")
+    result = Kernel(system).run(Kernel(system).spawn("t"), "explode twice")
+    assert [r.arguments["reason"] for r in result.syscalls] == ["first", "second"]
