@@ -46,8 +46,9 @@ SYSTEM_PROMPT = (
 ANSWER_NOW = {"role": "user", "content": "Based on the function results, what is your reply to my request?"}
 
 # The relevance test (Kernel._relevant) compares the request's likelihood after these two texts.
-RELEVANCE_BASE = "A user's request:\n"
 RELEVANCE_GIVEN = "Function `{name}`: {description}\nA user's request that this function handles:\n"
+# The baseline is a function too, so that only what the description says makes the difference.
+RELEVANCE_BASE = RELEVANCE_GIVEN.format(name="do", description="Does what it is asked.")
 RELEVANCE_CHARS = 2000
 
 # Something that looks like an absolute path in a request ("/inputs/report.txt").
@@ -120,7 +121,7 @@ class Kernel:
     """Runs processes on the system's CPU."""
 
     def __init__(self, system, *, approve: Approve = "never", max_steps: int = 8, max_tokens: int = 512,
-                 call_threshold: float = 0.5, chain_threshold: float = 0.8, relevance_threshold: float = -0.2,
+                 call_threshold: float = 0.5, chain_threshold: float = 0.8, relevance_threshold: float = 0.0,
                  events: Events | None = None) -> None:
         self.system = system
         self.approve = approve
@@ -272,7 +273,8 @@ class Kernel:
         return calls, written.rstrip(), tokens
 
     def _relevant(self, request: str, syscall: Syscall) -> bool:
-        """Does the syscall's description make the request more likely, per token, than no description?
+        """Does the syscall's description make the request more likely, per token, than a description
+        that says nothing?
 
         Pointwise mutual information from the model itself: a small model judges relevance poorly
         when asked (its yes/no hovers at 50 %) but its likelihoods separate related from unrelated."""

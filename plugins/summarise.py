@@ -274,8 +274,10 @@ def summarise(text: str | None = None, path: str | None = None,
         path: Path of a text file in the filesystem to summarise instead, like /inputs/report.txt.
         length: How long the summary should be.
     """
-    if (text is None) == (path is None):
+    if text is None and path is None:
         raise UsageError("summarise: give either text or path")
+    # Small models often fill in both; the file is what they were asked about.
+    ignored_text = text is not None and path is not None
     if path is not None:
         text = ctx.fs.read_text(path)
     assert text is not None
@@ -287,13 +289,16 @@ def summarise(text: str | None = None, path: str | None = None,
     result: dict[str, Any] = {"length": length}
     if path is not None:
         result["path"] = path
+    if ignored_text:
+        result["note"] = "both text and path were given: summarised the file"
     if backend in ("auto", "cpu"):
         try:
             cpu = ctx.cpu
         except LlmosError as error:
             if backend == "cpu":
                 raise
-            result["note"] = f"no model could load ({error}); extractive summary instead"
+            note = f"no model could load ({error}); extractive summary instead"
+            result["note"] = f"{result['note']}; {note}" if "note" in result else note
         else:
             job = _MapReduce(cpu, length, ctx.cancel if ctx is not None else None)
             summary, chunks = job.run(text)

@@ -114,7 +114,14 @@ def test_summarise_a_file_of_the_filesystem(system, monkeypatch):
         system.call("summarise", {"path": "/inputs/missing.txt"})
 
 
-@pytest.mark.parametrize("arguments", [{}, {"text": "a", "path": "/a.txt"}, {"text": "   "}])
+def test_given_text_and_path_the_file_is_summarised(system):
+    system.fs.write("/inputs/report.txt", ARTICLE)
+    result = system.call("summarise", {"text": "Something the model made up.", "path": "/inputs/report.txt",
+                                       "length": "short"})
+    assert "made up" not in result["summary"] and "both text and path" in result["note"]
+
+
+@pytest.mark.parametrize("arguments", [{}, {"text": "   "}])
 def test_bad_arguments_are_usage_errors(system, arguments):
     with pytest.raises(UsageError):
         system.call("summarise", arguments)

@@ -192,13 +192,15 @@ def test_example_conversation(home):
 
 
 @pytest.mark.model
-@pytest.mark.xfail(strict=True, reason="known weakness: the 0.5B model answers without reading the file "
-                                       "(p(call) = 0.03, below the kernel's 0.5 threshold)")
 def test_example_summarise_report(home):
     result, data = run_example("summarise-report.md", home)
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    assert any(call["name"] in ("summarise", "read_file") for call in data["syscalls"])
-    assert "librar" in data["output"].lower()
+    # the request names a file, so the model calls; the summary is about the report's subject
+    first = data["syscalls"][0]
+    assert first["name"] == "summarise" and first["arguments"]["path"] == "/inputs/report.txt"
+    assert "librar" in first["result"]["summary"].lower()
+    if result.returncode != 0 or "librar" not in data["output"].lower():
+        pytest.xfail("known weakness: after the summary the 0.5B model goes on calling file syscalls "
+                     f"until the step limit, or does not quote it (status {data['status']})")
 
 
 @pytest.mark.model
