@@ -25,9 +25,6 @@ log = logging.getLogger("llmos.cpu")
 
 TokenCallback = Callable[[str], None]
 
-# A candidate for next_token_logprobs that stands for every end-of-turn token of the model.
-END_OF_TURN = "<end of turn>"
-
 
 @dataclass
 class GenerationStats:
@@ -42,6 +39,14 @@ class GenerationStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    def clock(self, started: float, first: float | None, last: float | None) -> None:
+        """Fill in the times from when the request started and its first and last tokens came."""
+        if first is not None:
+            self.ttft_ms = 1000 * (first - started)
+            if self.decode_tokens > 1 and last > first:
+                self.decode_tok_s = (self.decode_tokens - 1) / (last - first)
+        self.total_ms = 1000 * (time.perf_counter() - started)
 
 
 @dataclass
@@ -84,8 +89,7 @@ class Cpu(ABC):
         the first token may not start with any of ``ban_first`` (e.g. a reply must not open a call)."""
 
     def next_token_logprobs(self, prompt: str, candidates: Iterable[str]) -> dict[str, float]:
-        """Log-probability that the next token starts with each candidate string (for decisions);
-        the candidate :data:`END_OF_TURN` stands for the model's end-of-turn tokens."""
+        """Log-probability that the next token starts with each candidate string (for decisions)."""
         raise NotImplementedError
 
     def logprob(self, prefix: str, text: str) -> tuple[float, int]:
@@ -105,6 +109,15 @@ class Cpu(ABC):
 
 
 # --- llama-cpp-python in-process ------------------------------------------------------
+
+def _log_softmax(logits):
+    """Log-probabilities from logits (over the last axis), in float64."""
+    import numpy as np
+
+    logits = logits.astype(np.float64)
+    top = logits.max(axis=-1, keepdims=True)
+    return logits - (top + np.log(np.exp(logits - top).sum(axis=-1, keepdims=True)))
+
 
 _STOP = object()
 
@@ -234,13 +247,14 @@ class LlamaCpu(Cpu):
         max_tokens = max(1, min(max_tokens, self.n_ctx - len(tokens)))
         cached = min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
         stats = GenerationStats(prefill_tokens=len(tokens) - cached, cached_tokens=cached)
-        if grammar:
-            return self._w_generate_constrained(tokens, cached, grammar, max_tokens, cancel, emit, started, stats)
-        if seed is not None:
+        if seed is not None or grammar:
             # The last prompt token's logits differ by rounding between a batched and a single-token
-            # decode; always decoding it alone makes a seeded run reproducible whatever the cache holds.
+            # decode; always decoding it alone makes a seeded run (and a call, under a grammar)
+            # reproducible whatever the cache holds.
             llm.n_tokens = cached
             llm.eval(tokens[cached:-1])
+        if grammar:
+            return self._w_generate_constrained(tokens[-1], grammar, max_tokens, cancel, emit, started, stats)
         text: list[str] = []
         finish = "stop"
         first = last = None
@@ -265,23 +279,16 @@ class LlamaCpu(Cpu):
                 finish = "cancelled"
                 stream.close()
                 break
-        if first is not None:
-            stats.ttft_ms = 1000 * (first - started)
-            if stats.decode_tokens > 1 and last > first:
-                stats.decode_tok_s = (stats.decode_tokens - 1) / (last - first)
-        stats.total_ms = 1000 * (time.perf_counter() - started)
+        stats.clock(started, first, last)
         return Generation(text="".join(text), finish_reason=finish, stats=stats)
 
-    def _w_generate_constrained(self, tokens, cached, grammar, max_tokens, cancel, emit, started,
+    def _w_generate_constrained(self, last_token, grammar, max_tokens, cancel, emit, started,
                                 stats) -> Generation:
         """Greedy decoding under a grammar, checking few tokens per step (see constrained.py)."""
         from llmos_shell import constrained
 
         llm = self._llm
-        # As with a seed: the last prompt token alone, so the result never depends on the cache.
-        llm.n_tokens = cached
-        llm.eval(tokens[cached:-1])
-        llm.eval(tokens[-1:])
+        llm.eval([last_token])
         clock = {"first": None, "last": None}
 
         def on_piece(piece: str) -> None:
@@ -293,12 +300,7 @@ class LlamaCpu(Cpu):
         text, finish, count = constrained.decode(llm, grammar, max_tokens, end_tokens=self._w_end_tokens(),
                                                  emit=on_piece, cancelled=cancel.is_set)
         stats.decode_tokens = count
-        first, last = clock["first"], clock["last"]
-        if first is not None:
-            stats.ttft_ms = 1000 * (first - started)
-            if count > 1 and last > first:
-                stats.decode_tok_s = (count - 1) / (last - first)
-        stats.total_ms = 1000 * (time.perf_counter() - started)
+        stats.clock(started, clock["first"], clock["last"])
         return Generation(text=text, finish_reason=finish, stats=stats)
 
     def reset(self) -> None:
@@ -318,12 +320,10 @@ class LlamaCpu(Cpu):
         reuse = min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
         llm.n_tokens = reuse
         llm.eval(tokens[reuse:])
-        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
-        top = logits.max()
-        logprobs = logits - (top + np.log(np.exp(logits - top).sum()))
+        logprobs = _log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)))
         out = {}
         for candidate in candidates:
-            ids = self._w_end_tokens() if candidate == END_OF_TURN else self._w_tokens_starting_with(candidate)
+            ids = self._w_tokens_starting_with(candidate)
             out[candidate] = float(np.logaddexp.reduce(logprobs[ids])) if len(ids) else float("-inf")
         return out
 
@@ -352,11 +352,9 @@ class LlamaCpu(Cpu):
             llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
             llm._batch.set_batch(batch=piece, n_past=llm.n_tokens, logits_all=True)
             llm._ctx.decode(llm._batch)
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(piece), n_vocab)).astype(np.float64)
-            top = logits.max(axis=1, keepdims=True)
-            norm = (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
+            logprobs = _log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(piece), n_vocab)))
             targets = tokens[start + offset + 1: start + offset + 1 + len(piece)]
-            total += float(sum(logits[row, target] - norm[row] for row, target in enumerate(targets)))
+            total += float(logprobs[np.arange(len(targets)), targets].sum())
             llm.input_ids[llm.n_tokens: llm.n_tokens + len(piece)] = piece
             llm.n_tokens += len(piece)
         return total, len(body)

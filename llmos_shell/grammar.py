@@ -62,7 +62,12 @@ def parse_call(text: str) -> dict:
     return {"name": call["name"], "arguments": call.get("arguments", {})}
 
 
+def call_blocks(text: str) -> list[str]:
+    """The JSON text of each ``<tool_call>`` block in ``text``."""
+    blocks = (block.replace(CALL_CLOSE.strip(), "").strip() for block in text.split(CALL_OPEN.strip()))
+    return [block for block in blocks if block]
+
+
 def parse_calls(text: str) -> list[dict]:
     """The calls in text made of ``<tool_call>`` blocks."""
-    blocks = (block.replace("</tool_call>", "").strip() for block in text.split("<tool_call>"))
-    return [parse_call(block) for block in blocks if block]
+    return [parse_call(block) for block in call_blocks(text)]

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 from llmos_shell.config import TEST_MODEL, Config
 from llmos_shell.cpu import Cpu, Generation, GenerationStats
 from llmos_shell.errors import LlmosError
-from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN
+from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN, call_blocks
 
 
 class FakeCpu(Cpu):
@@ -95,8 +95,7 @@ class FakeCpu(Cpu):
             raise AssertionError("FakeCpu has no scripted reply left")
         if grammar is not None and prompt.endswith(CALL_OPEN) and reply.startswith(CALL_OPEN):
             # The kernel writes the tags and asks for one call at a time: hand out the blocks in turn.
-            self._last_call, *self._pending_calls = [block.replace(CALL_CLOSE.strip(), "").strip()
-                                                     for block in reply.split(CALL_OPEN.strip()) if block.strip()]
+            self._last_call, *self._pending_calls = call_blocks(reply)
             return self._last_call
         return reply
 
