@@ -8,6 +8,12 @@ write a candidate next call of the same syscall and keeps it only if it is
 new artist, the new duration) all appear in the request or in this turn's
 syscall results. A call that only changes a flag, or changes a value to
 something nobody said, is the model's invention and ends the step.
+
+The same test trims every call: small models fill optional arguments with
+plausible values nobody asked for (a team for "LeBron James' career stats",
+"Lunch" for a recipe's calories) and pad lists with the enum's other members
+(all four amenities when the user asked for a patio). ``without_inventions``
+gives such an argument back to its default and drops such list items.
 """
 
 from __future__ import annotations
@@ -16,8 +22,11 @@ import math
 import re
 from typing import Any, Iterable
 
+import jsonschema
+
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(%?)")
 _WORD = re.compile(r"[^\W_]+")
+_NO_DEFAULT = object()
 
 
 class Source:
@@ -50,6 +59,17 @@ class Source:
         return re.search(rf"(?<![^\W_]){phrase}(?![^\W_])", self.text) is not None
 
 
+    def has(self, value: Any) -> bool:
+        """Was this value said? Flags and nulls cannot be checked against words: they count as said."""
+        if isinstance(value, bool) or value is None:
+            return True
+        if isinstance(value, (int, float)):
+            return self.has_number(float(value))
+        if isinstance(value, str):
+            return self.has_string(value)
+        return True  # objects: too many ways to say one
+
+
 def _leaves(value: Any) -> Iterable[Any]:
     if isinstance(value, dict):
         for item in value.values():
@@ -77,10 +97,48 @@ def grounded(call: dict, earlier: list[dict], source: Source) -> bool:
     checkable = [leaf for leaf in new_values(call, earlier) if not isinstance(leaf, bool) and leaf is not None]
     if not checkable:
         return False  # the same call again, or only a flag changed
-    for leaf in checkable:
-        if isinstance(leaf, (int, float)):
-            if not source.has_number(float(leaf)):
-                return False
-        elif not source.has_string(str(leaf)):
-            return False
-    return True
+    return all(source.has(leaf) for leaf in checkable)
+
+
+def refines(call: dict, earlier: dict) -> bool:
+    """True if ``call`` is ``earlier`` with more arguments (the same syscall, the same values)."""
+    return (call["name"] == earlier["name"] and len(call["arguments"]) > len(earlier["arguments"])
+            and all(call["arguments"].get(key, _NO_DEFAULT) == value for key, value in earlier["arguments"].items()))
+
+
+def repeats(call: dict, earlier: list[dict], parameters: dict) -> bool:
+    """True if every value of ``call`` was already an argument of an earlier call (of any syscall):
+    a call that can only bring back what the turn already has (``read_file`` of the file just
+    summarised, ``search_files`` for its name). Arguments given their declared default say nothing."""
+    properties = parameters.get("properties", {})
+    said = Source(str(leaf) for previous in earlier for leaf in _leaves(previous["arguments"]))
+    values = [value for key, value in call["arguments"].items()
+              if value != properties.get(key, {}).get("default", _NO_DEFAULT)]
+    checkable = [leaf for leaf in _leaves(values) if not isinstance(leaf, bool) and leaf is not None]
+    return all(said.has(leaf) for leaf in checkable)
+
+
+def without_inventions(call: dict, parameters: dict, source: Source) -> dict:
+    """``call`` with the values nobody said taken out, where the schema allows it.
+
+    An optional argument whose value is not in ``source`` (and is not its declared default) is
+    left out; a list keeps only its items that were said (if that still fits its schema), and an
+    optional list none of whose items were said is left out. Required scalars stay as they are:
+    the call needs them."""
+    properties = parameters.get("properties", {})
+    required = set(parameters.get("required", []))
+    arguments = {}
+    for key, value in call["arguments"].items():
+        prop = properties.get(key, {})
+        if isinstance(value, list) and all(isinstance(item, (str, int, float)) for item in value):
+            said = [item for item in value if source.has(item)]
+            if not said and key not in required and value:
+                continue
+            if said and jsonschema.Draft202012Validator(prop).is_valid(said):
+                value = said
+        elif key not in required and not source.has(value) and value != prop.get("default", _NO_DEFAULT):
+            continue
+        arguments[key] = value
+    if arguments == call["arguments"] or not jsonschema.Draft202012Validator(parameters).is_valid(arguments):
+        return call
+    return {**call, "arguments": arguments}

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Literal
 from llmos_shell.cpu import Generation
 from llmos_shell.errors import Cancelled, LlmosError
 from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN, MAX_PARALLEL_CALLS, call_grammar, parse_call
-from llmos_shell.grounding import Source, grounded
+from llmos_shell.grounding import Source, grounded, refines, repeats, without_inventions
 from llmos_shell.hookspecs import SyscallCall
 from llmos_shell.memory import Memory
 from llmos_shell.process import Process
@@ -68,6 +68,10 @@ class SyscallRecord:
     result: Any = None
     error: str | None = None
     ms: float = 0.0
+
+    @property
+    def call(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": self.arguments}
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "arguments": self.arguments, "status": self.status,
@@ -175,7 +179,6 @@ class Kernel:
         process.status = "running"
         self.system.fs.set_process_status(process.pid, "running")
         process.memory.add("user", text, tokens=0)
-        done_calls: set[str] = set()
         try:
             for _step in range(self.max_steps):
                 if cancel.is_set():
@@ -188,19 +191,26 @@ class Kernel:
                 if turn.syscalls:
                     threshold = self.chain_threshold
                 elif self._names_a_file(text):
-                    threshold = 0.0  # the model cannot know what a file holds without a syscall
+                    # A request about a file needs a syscall on that file: the model cannot know what
+                    # it holds otherwise, and left to choose it "translates" a text it never saw.
+                    threshold = 0.0
+                    table = table.with_capability("reads_fs", "writes_fs") or table
                 else:
                     threshold = self.call_threshold
                 if len(table) and self._wants_call(prompt, threshold):
-                    calls, written, tokens = self._decode_calls(process, prompt, table, turn, text, seed, cancel)
-                    fresh = [c for c in calls if _key(c) not in done_calls]
-                    # The first call of a turn must be about the request: small models call whatever
-                    # function they are shown (a BMI function for a triangle's area).
-                    if fresh and (turn.syscalls or self._relevant(text, process.table.get(fresh[0]["name"]))):
-                        process.memory.add("assistant", written, tokens=tokens)
-                        done_calls.update(_key(c) for c in fresh)
-                        stop = self._dispatch(process, fresh, turn, events, cancel)
-                        if stop:
+                    calls, tokens = self._decode_calls(process, prompt, table, turn, text, seed, cancel)
+                    if turn.syscalls:
+                        # Small models go on calling after the answer is in (read the file just
+                        # summarised, search for its name): a call must bring something new.
+                        calls = [c for c in calls if not repeats(c, [r.call for r in turn.syscalls],
+                                                                  process.table.get(c["name"]).parameters)]
+                    elif calls and not self._relevant(text, process.table.get(calls[0]["name"])):
+                        # The first call of a turn must be about the request: small models call
+                        # whatever function they are shown (a BMI function for a triangle's area).
+                        calls = []
+                    if calls:
+                        process.memory.add("assistant", written_calls(calls), tokens=tokens)
+                        if self._dispatch(process, calls, turn, events, cancel):
                             break
                         continue
                     # a repeated or unrelated call: have the model answer instead
@@ -242,19 +252,21 @@ class Kernel:
         return p_call >= threshold
 
     def _decode_calls(self, process: Process, prompt: str, table: SyscallTable, turn: TurnResult,
-                      request: str, seed, cancel) -> tuple[list[dict], str, int]:
-        """Decode one call, then candidate further calls of the same syscall, kept while grounded.
+                      request: str, seed, cancel) -> tuple[list[dict], int]:
+        """Decode one call, then candidate further calls of the same syscall, kept while grounded;
+        return the calls and the tokens decoded for them.
 
         Small models end their turn after one call whatever the request, so the kernel opens the
         next call itself and keeps it only if its new values come from the request or this turn's
         results (see grounding.py). Another syscall waits for the next step: it usually needs this
-        one's result (read the sign, then translate what it says), which a call now could only guess."""
+        one's result (read the sign, then translate what it says), which a call now could only guess.
+        Values nobody said are taken out of every call where the schema allows."""
         source = Source([request] + [result_text(r.result) for r in turn.syscalls if r.status == "ok"])
         calls: list[dict] = []
-        written = ""
         tokens = 0
         for _ in range(MAX_PARALLEL_CALLS if process.parallel_calls else 1):
-            generation = self.cpu.generate(prompt + written + CALL_OPEN, max_tokens=self.max_tokens,
+            prefix = written_calls(calls) + "\n" if calls else ""
+            generation = self.cpu.generate(prompt + prefix + CALL_OPEN, max_tokens=self.max_tokens,
                                            grammar=call_grammar(table), seed=seed, temperature=0.0, cancel=cancel)
             turn.count(generation)
             if generation.cancelled:
@@ -264,13 +276,14 @@ class Kernel:
                     break
                 raise LlmosError(f"the model's call was cut short after {generation.stats.decode_tokens} tokens")
             call = parse_call(generation.text)
+            call = without_inventions(call, process.table.get(call["name"]).parameters, source)
             if calls and not grounded(call, calls, source):
                 break
-            calls.append(call)
             tokens += generation.stats.decode_tokens
-            written += CALL_OPEN + generation.text.strip() + CALL_CLOSE + "\n"
+            # A call that only adds arguments to an earlier one is that call made more precise.
+            calls = [c for c in calls if not refines(call, c)] + [call]
             table = process.table.subset([call["name"]])
-        return calls, written.rstrip(), tokens
+        return calls, tokens
 
     def _relevant(self, request: str, syscall: Syscall) -> bool:
         """Does the syscall's description make the request more likely, per token, than a description
@@ -383,5 +396,6 @@ class Kernel:
             record.error = f"{type(error).__name__}: {error}" if not isinstance(error, LlmosError) else str(error)
 
 
-def _key(call: dict) -> str:
-    return json.dumps([call["name"], call["arguments"]], sort_keys=True)
+def written_calls(calls: list[dict]) -> str:
+    """The calls as the model's turn shows them: Qwen's ``<tool_call>`` blocks."""
+    return "\n".join(CALL_OPEN + json.dumps(call, ensure_ascii=False) + CALL_CLOSE for call in calls)

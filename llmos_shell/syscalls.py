@@ -274,6 +274,14 @@ class SyscallTable:
                 table.add(syscall)
         return table
 
+    def with_capability(self, *capabilities: str) -> "SyscallTable":
+        """The syscalls that declare any of ``capabilities``."""
+        table = SyscallTable()
+        for syscall in self:
+            if syscall.capabilities & set(capabilities):
+                table.add(syscall)
+        return table
+
     def subset(self, names: typing.Iterable[str]) -> "SyscallTable":
         table = SyscallTable()
         for name in names:

@@ -1,6 +1,7 @@
-"""A further call is kept only if its new values come from the user's words."""
+"""A further call is kept only if its new values come from the user's words; values nobody said
+are taken out of a call where the schema allows."""
 
-from llmos_shell.grounding import Source, grounded, new_values
+from llmos_shell.grounding import Source, grounded, new_values, refines, repeats, without_inventions
 
 
 def call(**arguments):
@@ -51,3 +52,71 @@ def test_a_string_must_appear_as_whole_words():
     assert source.has_string("Mauryan  empire") and source.has_string("persian-empire")
     assert not source.has_string("Ancient Empire")   # "empires" is another word
     assert not source.has_string("add") and not source.has_string("")
+
+
+RESTAURANTS = {
+    "type": "object",
+    "properties": {
+        "location": {"type": "string"},
+        "amenities": {"type": "array", "items": {"type": "string", "enum": ["Patio", "Wi-Fi", "Happy Hour"]}},
+        "cuisine": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+        "open_until": {"type": "integer"},
+        "team": {"type": "string"},
+        "units": {"type": "string", "default": "miles"},
+        "vegan": {"type": "boolean"},
+    },
+    "required": ["location", "cuisine"],
+}
+ASKED = Source(["Find a Sushi place in Boston with a patio."])
+
+
+def trimmed(**arguments):
+    return without_inventions({"name": "find", "arguments": arguments}, RESTAURANTS, ASKED)["arguments"]
+
+
+def test_optional_values_nobody_said_go_back_to_their_default():
+    assert trimmed(location="Boston", cuisine=["Sushi", "Ramen"], team="Lakers", open_until=23) == {
+        "location": "Boston", "cuisine": ["Sushi", "Ramen"]}
+    # a flag cannot be checked; a declared default is what leaving it out means anyway
+    assert trimmed(location="Boston", cuisine=["Sushi", "Ramen"], vegan=True, units="miles") == {
+        "location": "Boston", "cuisine": ["Sushi", "Ramen"], "vegan": True, "units": "miles"}
+
+
+def test_required_values_stay_even_if_nobody_said_them():
+    assert trimmed(location="Seattle", cuisine=["Thai", "Ramen"]) == {"location": "Seattle",
+                                                                      "cuisine": ["Thai", "Ramen"]}
+
+
+def test_lists_keep_the_items_that_were_said():
+    assert trimmed(location="Boston", cuisine=["Sushi", "Ramen"], amenities=["Patio", "Wi-Fi", "Happy Hour"]) == {
+        "location": "Boston", "cuisine": ["Sushi", "Ramen"], "amenities": ["Patio"]}
+    # an optional list none of whose items was said is left out
+    assert trimmed(location="Boston", cuisine=["Sushi", "Ramen"], amenities=["Wi-Fi"]) == {
+        "location": "Boston", "cuisine": ["Sushi", "Ramen"]}
+
+
+def test_a_list_trim_that_breaks_the_schema_is_not_made():
+    # cuisine needs two items; only "Sushi" was said
+    assert trimmed(location="Boston", cuisine=["Sushi", "Ramen"], team="Lakers") == {
+        "location": "Boston", "cuisine": ["Sushi", "Ramen"]}
+
+
+def test_a_call_with_more_arguments_and_the_same_values_refines_an_earlier_one():
+    assert refines(call(a=3, b=-11, root_type="all"), call(a=3, b=-11))
+    assert not refines(call(a=3, b=-11), call(a=3, b=-11))
+    assert not refines(call(a=3, b=-4, root_type="all"), call(a=3, b=-11))
+
+
+def test_a_call_that_only_repeats_values_already_used_brings_nothing_new():
+    summarised = [{"name": "summarise", "arguments": {"path": "/inputs/report.txt", "length": "short"}}]
+    read_file = {"type": "object", "properties": {"path": {"type": "string"},
+                                                  "offset": {"type": "integer", "default": 0}}}
+    assert repeats({"name": "read_file", "arguments": {"path": "/inputs/report.txt"}}, summarised, read_file)
+    assert repeats({"name": "read_file", "arguments": {"path": "/inputs/report.txt", "offset": 0}},
+                   summarised, read_file)  # the default says nothing
+    assert not repeats({"name": "read_file", "arguments": {"path": "/inputs/report.txt", "offset": 100}},
+                       summarised, read_file)
+    assert repeats({"name": "search_files", "arguments": {"query": "report.txt"}}, summarised, {})
+    assert repeats({"name": "list_files", "arguments": {}}, summarised, {})
+    read = [{"name": "ocr", "arguments": {"path": "/inputs/sign.png"}}]
+    assert not repeats({"name": "translate", "arguments": {"text": "MUSEUM", "target_lang": "Spanish"}}, read, {})

@@ -144,7 +144,7 @@ def test_driver_error_goes_back_to_the_model(setup):
     cpu.enqueue(call("explode", reason="disk on fire"), "Sorry, that failed.")
     kernel = Kernel(system)
     process = kernel.spawn("t")
-    result = kernel.run(process, "explode")
+    result = kernel.run(process, "explode, the reason: disk on fire")
     assert result.status == "ok" and result.output == "Sorry, that failed."
     record = result.syscalls[0]
     assert record.status == "error" and "disk on fire" in record.error
@@ -184,8 +184,9 @@ def test_reversible_calls_need_no_approval(setup):
 
 def test_step_limit(setup):
     system, cpu = setup
-    cpu.enqueue(call("add", a=1, b=1), call("explode"), call("shred", path="/a"))
-    result = Kernel(system, max_steps=2, approve="auto").run(Kernel(system).spawn("t"), "loop")
+    cpu.enqueue(call("add", a=1, b=1), call("explode", reason="rain"), call("shred", path="/a"))
+    result = Kernel(system, max_steps=2, approve="auto").run(Kernel(system).spawn("t"),
+                                                             "add 1 and 1, explode for rain, shred /a")
     assert result.status == "max_steps" and len(result.syscalls) == 2
 
 
@@ -194,6 +195,13 @@ def test_repeated_identical_call_turns_into_a_reply(setup):
     cpu.enqueue(call("add", a=1, b=1), call("add", a=1, b=1), "It is 2.")
     result = Kernel(system).run(Kernel(system).spawn("t"), "1+1")
     assert result.status == "ok" and result.output == "It is 2." and len(result.syscalls) == 1
+
+
+def test_a_further_call_that_only_repeats_values_already_used_turns_into_a_reply(setup):
+    system, cpu = setup
+    cpu.enqueue(call("add", a=2, b=3), call("explode", reason="3"), "It is 5.")
+    result = Kernel(system).run(Kernel(system).spawn("t"), "add 2 and 3")
+    assert result.output == "It is 5." and [r.name for r in result.syscalls] == ["add"]
 
 
 def test_declared_functions_are_returned_not_run(setup):
@@ -298,5 +306,5 @@ def test_a_request_naming_an_existing_file_gets_a_syscall(tmp_path):
 def test_a_failed_syscall_stays_on_offer_so_the_model_can_mend_its_arguments(setup):
     system, cpu = setup
     cpu.enqueue(call("explode", reason="first"), call("explode", reason="second"), "Both failed.")
-    result = Kernel(system).run(Kernel(system).spawn("t"), "explode twice")
+    result = Kernel(system).run(Kernel(system).spawn("t"), "explode with reason first, then with reason second")
     assert [r.arguments["reason"] for r in result.syscalls] == ["first", "second"]

@@ -195,12 +195,14 @@ def test_example_conversation(home):
 def test_example_summarise_report(home):
     result, data = run_example("summarise-report.md", home)
     # the request names a file, so the model calls; the summary is about the report's subject
+    assert result.returncode == 0, (result.stdout, result.stderr)
     first = data["syscalls"][0]
     assert first["name"] == "summarise" and first["arguments"]["path"] == "/inputs/report.txt"
     assert "librar" in first["result"]["summary"].lower()
-    if result.returncode != 0 or "librar" not in data["output"].lower():
-        pytest.xfail("known weakness: after the summary the 0.5B model goes on calling file syscalls "
-                     f"until the step limit, or does not quote it (status {data['status']})")
+    # after the summary the model answers (a call that would only re-read the report is not made)
+    assert data["status"] == "ok" and "librar" in data["output"].lower()
+    saved = run_llmos("fs", "cat", "/outputs/report-summary.md", home=home)
+    assert saved.returncode == 0 and "librar" in saved.stdout.lower()
 
 
 @pytest.mark.model
@@ -213,9 +215,7 @@ def test_example_translate_note(home):
     assert call["arguments"]["target_lang"].lower() in ("es", "spa", "spanish")
     translation = call["result"]["translation"].lower()
     assert "gato" in translation and "mesa" in translation
-    assert data["output"].strip()
-    # Known weakness, not asserted: the 0.5B model's final reply often repeats the English text
-    # instead of quoting the translation it received.
+    assert "gato" in data["output"].lower()  # the reply gives the translation
 
 
 @pytest.mark.model
@@ -223,6 +223,9 @@ def test_example_translate_note(home):
 def test_example_sign_to_spanish(home):
     result, data = run_example("sign-to-spanish.md", home)
     assert result.returncode == 0, (result.stdout, result.stderr)
-    ocr = [call for call in data["syscalls"] if call["name"] == "ocr"]
-    assert ocr and "MUSEUM" in ocr[0]["result"]["text"]
-    assert "museum" in data["output"].lower() or "museo" in data["output"].lower()
+    # the file is read first (the model cannot know what it says), then what it says is translated
+    assert [call["name"] for call in data["syscalls"]] == ["ocr", "translate"]
+    ocr, translate = data["syscalls"]
+    assert "MUSEUM" in ocr["result"]["text"] and "MUSEUM" in translate["arguments"]["text"]
+    assert "museo" in translate["result"]["translation"].lower()
+    assert "museo" in data["output"].lower()
