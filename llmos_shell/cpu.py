@@ -16,6 +16,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -66,6 +67,8 @@ class Cpu(ABC):
     name: str = "cpu"
     sha256: str | None = None
     n_ctx: int = 2048
+    # What the last decision (next_token_logprobs, logprob) cost: tokens evaluated and reused, time.
+    decision_stats: GenerationStats | None = None
 
     @abstractmethod
     def tokenize(self, text: str) -> list[int]:
@@ -315,11 +318,14 @@ class LlamaCpu(Cpu):
         import numpy as np
 
         llm = self._llm
+        started = time.perf_counter()
         tokens = self._w_tokenize(prompt)
         # Evaluate only what the KV cache lacks; the generation that follows reuses all of it.
         reuse = min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
         llm.n_tokens = reuse
         llm.eval(tokens[reuse:])
+        self.decision_stats = GenerationStats(prefill_tokens=len(tokens) - reuse, cached_tokens=reuse)
+        self.decision_stats.clock(started, None, None)
         logprobs = _log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)))
         out = {}
         for candidate in candidates:
@@ -331,6 +337,46 @@ class LlamaCpu(Cpu):
         return self._submit(lambda cpu: cpu._w_logprob(prefix, text))
 
     def _w_logprob(self, prefix: str, text: str) -> tuple[float, int]:
+        started = time.perf_counter()
+        self.decision_stats = GenerationStats()
+        with self._w_cache_kept():
+            result = self._w_text_logprob(prefix, text)
+        self.decision_stats.clock(started, None, None)
+        return result
+
+    @contextmanager
+    def _w_cache_kept(self):
+        """Evaluate other text without losing the conversation's KV cache.
+
+        A decision (is this syscall about the request?) scores a short unrelated text; without this,
+        the next step would evaluate the whole conversation again. llama.cpp copies out one
+        sequence's cache cells (about 12 kB per token here) and puts them back."""
+        import ctypes
+
+        import llama_cpp
+
+        llm = self._llm
+        n_tokens = llm.n_tokens
+        if n_tokens == 0:
+            yield
+            return
+        ctx = llm._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        saved = (ctypes.c_uint8 * size)()
+        size = llama_cpp.llama_state_seq_get_data(ctx, saved, size, 0)
+        input_ids = llm.input_ids[:n_tokens].copy()
+        try:
+            yield
+        finally:
+            llm._ctx.kv_cache_seq_rm(0, 0, -1)
+            llm.n_tokens = 0
+            if llama_cpp.llama_state_seq_set_data(ctx, saved, size, 0) == size:
+                llm.input_ids[:n_tokens] = input_ids
+                llm.n_tokens = n_tokens
+            else:  # not restored: the next prompt is evaluated in full, nothing worse
+                log.warning("could not restore the KV cache after a decision")
+
+    def _w_text_logprob(self, prefix: str, text: str) -> tuple[float, int]:
         import numpy as np
 
         llm = self._llm
@@ -357,6 +403,8 @@ class LlamaCpu(Cpu):
             total += float(logprobs[np.arange(len(targets)), targets].sum())
             llm.input_ids[llm.n_tokens: llm.n_tokens + len(piece)] = piece
             llm.n_tokens += len(piece)
+        self.decision_stats.prefill_tokens = len(tokens) - 1 - reuse
+        self.decision_stats.cached_tokens = reuse
         return total, len(body)
 
     def _w_ban_first(self, starts: tuple[str, ...], n_prompt: int):

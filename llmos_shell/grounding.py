@@ -26,6 +26,7 @@ import jsonschema
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(%?)")
 _WORD = re.compile(r"[^\W_]+")
+_DIGITS_MEET_LETTERS = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
 _NO_DEFAULT = object()
 
 
@@ -34,7 +35,7 @@ class Source:
 
     def __init__(self, texts: Iterable[str]) -> None:
         text = "\n".join(texts)
-        self.text = text.lower()
+        self.text = _words_apart(text.lower())
         self.numbers: list[float] = []
         for match in _NUMBER.finditer(text):
             digits = match.group(0).rstrip("%").replace(",", "")
@@ -49,25 +50,30 @@ class Source:
     def has_number(self, value: float) -> bool:
         return any(math.isclose(value, number, rel_tol=1e-9, abs_tol=1e-12) for number in self.numbers)
 
-    def has_string(self, value: str) -> bool:
+    def has_string(self, value: str, *, inflected: bool = False) -> bool:
         """The value's words, in order, as whole words of the text ("ancient empire" is not
-        in "ancient empires"); case and spacing aside."""
-        words = _WORD.findall(value.lower())
+        in "ancient empires"); case and spacing aside, and a number and its unit are two words
+        ("5cm"). ``inflected`` lets each word carry a short ending ("child" in "children")."""
+        words = _WORD.findall(_words_apart(value.lower()))
         if not words:
             return False
-        phrase = r"\W+".join(re.escape(word) for word in words)
+        ending = r"[^\W\d_]{0,3}" if inflected else ""
+        phrase = r"\W+".join(re.escape(word) + (ending if word[-1].isalpha() else "") for word in words)
         return re.search(rf"(?<![^\W_]){phrase}(?![^\W_])", self.text) is not None
 
-
-    def has(self, value: Any) -> bool:
+    def has(self, value: Any, *, inflected: bool = False) -> bool:
         """Was this value said? Flags and nulls cannot be checked against words: they count as said."""
         if isinstance(value, bool) or value is None:
             return True
         if isinstance(value, (int, float)):
             return self.has_number(float(value))
         if isinstance(value, str):
-            return self.has_string(value)
+            return self.has_string(value, inflected=inflected)
         return True  # objects: too many ways to say one
+
+
+def _words_apart(text: str) -> str:
+    return _DIGITS_MEET_LETTERS.sub(" ", text)
 
 
 def _leaves(value: Any) -> Iterable[Any]:
@@ -81,23 +87,38 @@ def _leaves(value: Any) -> Iterable[Any]:
         yield value
 
 
+def _new_leaves(call: dict, earlier: list[dict]) -> Iterable[tuple[Any, list[Any]]]:
+    """Each value in ``call``'s arguments (list items one by one) that no earlier call had for the
+    same parameter, with the values earlier calls had for it."""
+    for key, value in call["arguments"].items():
+        seen = [leaf for previous in earlier for leaf in _leaves(previous["arguments"].get(key))]
+        for leaf in _leaves(value):
+            if leaf not in seen:
+                yield leaf, seen
+
+
 def new_values(call: dict, earlier: list[dict]) -> list[Any]:
     """The values in ``call``'s arguments (list items one by one) that no earlier call had for the
     same parameter."""
-    out = []
-    for key, value in call["arguments"].items():
-        seen = [leaf for previous in earlier for leaf in _leaves(previous["arguments"].get(key))]
-        out.extend(leaf for leaf in _leaves(value) if leaf not in seen)
-    return out
+    return [leaf for leaf, _seen in _new_leaves(call, earlier)]
+
+
+def _variant(value: str, seen: list[Any]) -> bool:
+    """Is ``value`` a piece or an extension of an earlier value ("2021" of "2020-2021", "Like New"
+    of "New")? Then the model is rephrasing one thing, not naming a second one."""
+    others = [str(other) for other in seen if isinstance(other, str)]
+    return Source(others).has_string(value) or any(Source([value]).has_string(other) for other in others)
 
 
 def grounded(call: dict, earlier: list[dict], source: Source) -> bool:
-    """True if ``call`` brings new values, all of them found in ``source``."""
+    """True if ``call`` brings new values, all of them found in ``source`` and none of them a
+    variant of what an earlier call had for the same parameter."""
     # a flag cannot be checked against words
-    checkable = [leaf for leaf in new_values(call, earlier) if not isinstance(leaf, bool) and leaf is not None]
+    checkable = [(leaf, seen) for leaf, seen in _new_leaves(call, earlier)
+                 if not isinstance(leaf, bool) and leaf is not None]
     if not checkable:
         return False  # the same call again, or only a flag changed
-    return all(source.has(leaf) for leaf in checkable)
+    return all(source.has(leaf) and not (isinstance(leaf, str) and _variant(leaf, seen)) for leaf, seen in checkable)
 
 
 def refines(call: dict, earlier: dict) -> bool:
@@ -121,7 +142,8 @@ def repeats(call: dict, earlier: list[dict], parameters: dict) -> bool:
 def without_inventions(call: dict, parameters: dict, source: Source) -> dict:
     """``call`` with the values nobody said taken out, where the schema allows it.
 
-    An optional argument whose value is not in ``source`` (and is not its declared default) is
+    Only clear inventions go: a value counts as said even with a short ending ("adult" for
+    "adults"). An optional argument whose value is not in ``source`` (and is not its declared default) is
     left out; a list keeps only its items that were said (if that still fits its schema), and an
     optional list none of whose items were said is left out. Required scalars stay as they are:
     the call needs them."""
@@ -131,12 +153,13 @@ def without_inventions(call: dict, parameters: dict, source: Source) -> dict:
     for key, value in call["arguments"].items():
         prop = properties.get(key, {})
         if isinstance(value, list) and all(isinstance(item, (str, int, float)) for item in value):
-            said = [item for item in value if source.has(item)]
+            said = [item for item in value if source.has(item, inflected=True)]
             if not said and key not in required and value:
                 continue
             if said and jsonschema.Draft202012Validator(prop).is_valid(said):
                 value = said
-        elif key not in required and not source.has(value) and value != prop.get("default", _NO_DEFAULT):
+        elif (key not in required and not source.has(value, inflected=True)
+              and value != prop.get("default", _NO_DEFAULT)):
             continue
         arguments[key] = value
     if arguments == call["arguments"] or not jsonschema.Draft202012Validator(parameters).is_valid(arguments):

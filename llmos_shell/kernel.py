@@ -5,7 +5,10 @@ start a tool call here (the probability mass of call-like first tokens such as
 ``<tool_call>``, ``{`` or a code fence)? Above a threshold, it decodes a call
 under the grammar of the process's syscall table, so the call always names a
 real syscall with schema-valid arguments; otherwise it decodes a plain reply,
-streamed token by token. Arguments are validated again, the approval policy is
+streamed token by token. A call is then checked against what the user said: the
+first call of a turn must be about the request (``_relevant``), values nobody
+said leave it, further calls must be grounded or bring something new
+(grounding.py). Arguments are validated again, the approval policy is
 applied from the syscall's capabilities (never left to the model), the syscall
 runs through the plugin wrappers, and its result (or error) goes back into the
 context. Declared functions (from task files) are returned to the caller.
@@ -22,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
-from llmos_shell.cpu import Generation
+from llmos_shell.cpu import GenerationStats
 from llmos_shell.errors import Cancelled, LlmosError
 from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN, MAX_PARALLEL_CALLS, call_grammar, parse_call
 from llmos_shell.grounding import Source, grounded, refines, repeats, without_inventions
@@ -88,12 +91,14 @@ class TurnResult:
     timing: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
-    def count(self, generation: Generation) -> None:
-        stats = generation.stats
+    def count(self, stats: GenerationStats | None, kind: str) -> None:
+        """Add one pass of the CPU: a ``decision`` (p(call), relevance), a ``call`` or a ``reply``."""
+        if stats is None:  # a CPU that does not report decisions
+            return
         self.usage["prompt_tokens"] += stats.prefill_tokens + stats.cached_tokens
         self.usage["cached_tokens"] += stats.cached_tokens
         self.usage["completion_tokens"] += stats.decode_tokens
-        self.timing.append(stats.as_dict())
+        self.timing.append({"kind": kind, **stats.as_dict()})
 
 
 class Events:
@@ -114,11 +119,20 @@ class Events:
 
 
 def result_text(result: Any) -> str:
+    """A syscall's result as the model reads it. An object is written one field per line
+    (``translation: "El gato…"``): given JSON, small models echo it back instead of answering;
+    given lines they quote the value asked for."""
     if isinstance(result, str):
         return result
     if isinstance(result, bytes):
         return f"<{len(result)} bytes>"
-    return json.dumps(result, ensure_ascii=False, default=str)
+    if isinstance(result, dict) and result:
+        return "\n".join(f"{key}: {_json(value)}" for key, value in result.items())
+    return _json(result)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 class Kernel:
@@ -197,14 +211,14 @@ class Kernel:
                     table = table.with_capability("reads_fs", "writes_fs") or table
                 else:
                     threshold = self.call_threshold
-                if len(table) and self._wants_call(prompt, threshold):
+                if len(table) and self._wants_call(prompt, threshold, turn):
                     calls, tokens = self._decode_calls(process, prompt, table, turn, text, seed, cancel)
                     if turn.syscalls:
                         # Small models go on calling after the answer is in (read the file just
                         # summarised, search for its name): a call must bring something new.
                         calls = [c for c in calls if not repeats(c, [r.call for r in turn.syscalls],
                                                                   process.table.get(c["name"]).parameters)]
-                    elif calls and not self._relevant(text, process.table.get(calls[0]["name"])):
+                    elif calls and not self._relevant(text, process.table.get(calls[0]["name"]), turn):
                         # The first call of a turn must be about the request: small models call
                         # whatever function they are shown (a BMI function for a triangle's area).
                         calls = []
@@ -242,11 +256,12 @@ class Kernel:
                 continue
         return False
 
-    def _wants_call(self, prompt: str, threshold: float) -> bool:
+    def _wants_call(self, prompt: str, threshold: float, turn: TurnResult) -> bool:
         try:
             logprobs = self.cpu.next_token_logprobs(prompt, CALL_STARTS)
         except NotImplementedError:
             return True
+        turn.count(self.cpu.decision_stats, "decision")
         p_call = sum(math.exp(v) for v in logprobs.values())
         log.debug("p(call) = %.3f (threshold %.2f)", p_call, threshold)
         return p_call >= threshold
@@ -268,7 +283,7 @@ class Kernel:
             prefix = written_calls(calls) + "\n" if calls else ""
             generation = self.cpu.generate(prompt + prefix + CALL_OPEN, max_tokens=self.max_tokens,
                                            grammar=call_grammar(table), seed=seed, temperature=0.0, cancel=cancel)
-            turn.count(generation)
+            turn.count(generation.stats, "call")
             if generation.cancelled:
                 raise Cancelled("cancelled")
             if generation.finish_reason != "stop":
@@ -285,7 +300,7 @@ class Kernel:
             table = process.table.subset([call["name"]])
         return calls, tokens
 
-    def _relevant(self, request: str, syscall: Syscall) -> bool:
+    def _relevant(self, request: str, syscall: Syscall, turn: TurnResult) -> bool:
         """Does the syscall's description make the request more likely, per token, than a description
         that says nothing?
 
@@ -294,8 +309,10 @@ class Kernel:
         request = request[:RELEVANCE_CHARS]
         try:
             base, n_tokens = self.cpu.logprob(RELEVANCE_BASE, request)
+            turn.count(self.cpu.decision_stats, "decision")
             given, _ = self.cpu.logprob(RELEVANCE_GIVEN.format(name=syscall.name, description=syscall.description),
                                         request)
+            turn.count(self.cpu.decision_stats, "decision")
         except NotImplementedError:
             return True
         pmi = (given - base) / max(1, n_tokens)
@@ -318,7 +335,7 @@ class Kernel:
         finally:
             if generation is None or generation.cancelled:  # keep what was said, marked as interrupted
                 process.memory.add("assistant", "".join(pieces) + " [interrupted]")
-        turn.count(generation)
+        turn.count(generation.stats, "reply")
         if generation.cancelled:
             raise Cancelled("cancelled")
         text = generation.text.strip()

@@ -31,6 +31,23 @@ def test_prefix_cache_is_reused(small_cpu):
     assert again.stats.cached_tokens >= small_cpu.count_tokens(prompt) - 1
 
 
+def test_text_logprob_ranks_continuations(small_cpu):
+    likely, n_tokens = small_cpu.logprob("The capital of France is", " Paris.")
+    unlikely, _ = small_cpu.logprob("The capital of France is", " Broccoli.")
+    assert n_tokens == len(small_cpu.tokenize(" Paris.")) and likely < 0
+    assert likely > unlikely
+    assert small_cpu.logprob("The capital of France is", " Paris.")[0] == pytest.approx(likely, abs=1e-3)
+
+
+def test_a_decision_keeps_the_conversation_cache(small_cpu):
+    prompt = chat(small_cpu, "Name a fruit.")
+    first = small_cpu.generate(prompt, max_tokens=6)
+    small_cpu.logprob("Function `eat`: Eats a fruit.\nA user's request:\n", "Name a fruit.")
+    again = small_cpu.generate(prompt, max_tokens=6)
+    assert again.stats.cached_tokens >= small_cpu.count_tokens(prompt) - 1
+    assert again.text == first.text
+
+
 def test_same_seed_same_text(small_cpu):
     prompt = chat(small_cpu, "Write a short line about the sea.")
     small_cpu.generate(prompt, max_tokens=1)  # both runs below then start from the same KV cache

@@ -41,6 +41,29 @@ def test_lists_count_each_item_and_earlier_results_are_a_source():
                         [first], source)
 
 
+def test_a_piece_or_an_extension_of_an_earlier_value_is_not_a_second_thing():
+    source = Source(["Messi's goals in the La Liga 2020-2021 season, in like new condition, New York and New Delhi"])
+    first = call(player="Messi", season="2020-2021", condition="New", city="New York")
+    assert not grounded(call(player="Messi", season="2021", condition="New", city="New York"), [first], source)
+    assert not grounded(call(player="Messi", season="2020-2021", condition="Like New", city="New York"),
+                        [first], source)
+    assert grounded(call(player="Messi", season="2020-2021", condition="New", city="New Delhi"), [first], source)
+
+
+def test_a_number_and_its_unit_are_two_words():
+    source = Source(["Circles with radii of 5cm and 10 m"])
+    assert source.has_string("cm") and source.has_string("m") and source.has_string("5 cm")
+    assert source.has_number(5) and source.has_number(10)
+
+
+def test_inflected_words_count_as_said_when_trimming_only():
+    source = Source(["Tickets for children and adults"])
+    assert source.has_string("child", inflected=True) and source.has_string("adult", inflected=True)
+    assert not source.has_string("child")  # a further call must name exactly what was said
+    assert not source.has_string("chi", inflected=True)
+    assert not source.has_string("childhood", inflected=True)
+
+
 def test_new_values_compare_per_parameter_and_list_item():
     assert new_values(call(a=1, b=2), [call(a=1, b=3)]) == [2]
     assert new_values(call(a=1), [call(a=2), call(a=1)]) == []
@@ -93,6 +116,8 @@ def test_lists_keep_the_items_that_were_said():
     # an optional list none of whose items was said is left out
     assert trimmed(location="Boston", cuisine=["Sushi", "Ramen"], amenities=["Wi-Fi"]) == {
         "location": "Boston", "cuisine": ["Sushi", "Ramen"]}
+    assert trimmed(location="Boston", cuisine=["Sushi", "Ramen"], amenities=["Patios"]) == {
+        "location": "Boston", "cuisine": ["Sushi", "Ramen"]}  # "patio" + "s" is said; not the reverse
 
 
 def test_a_list_trim_that_breaks_the_schema_is_not_made():
