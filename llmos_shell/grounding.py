@@ -53,10 +53,13 @@ class Source:
     def has_string(self, value: str, *, inflected: bool = False) -> bool:
         """The value's words, in order, as whole words of the text ("ancient empire" is not
         in "ancient empires"); case and spacing aside, and a number and its unit are two words
-        ("5cm"). ``inflected`` lets each word carry a short ending ("child" in "children")."""
+        ("5cm"). ``inflected`` lets each word carry a short ending ("child" in "children") or drop
+        a plural "s"."""
         words = _WORD.findall(_words_apart(value.lower()))
         if not words:
             return False
+        if inflected:  # a plural either way: "adult" in "adults", "guitars" in "guitar shop"
+            words = [word[:-1] if len(word) > 3 and word.endswith("s") else word for word in words]
         ending = r"[^\W\d_]{0,3}" if inflected else ""
         phrase = r"\W+".join(re.escape(word) + (ending if word[-1].isalpha() else "") for word in words)
         return re.search(rf"(?<![^\W_]){phrase}(?![^\W_])", self.text) is not None

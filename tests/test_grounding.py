@@ -62,6 +62,8 @@ def test_inflected_words_count_as_said_when_trimming_only():
     assert not source.has_string("child")  # a further call must name exactly what was said
     assert not source.has_string("chi", inflected=True)
     assert not source.has_string("childhood", inflected=True)
+    assert Source(["a guitar shop"]).has_string("Guitars", inflected=True)
+    assert not Source(["a guitar shop"]).has_string("Guitars")
 
 
 def test_new_values_compare_per_parameter_and_list_item():
@@ -117,7 +119,7 @@ def test_lists_keep_the_items_that_were_said():
     assert trimmed(location="Boston", cuisine=["Sushi", "Ramen"], amenities=["Wi-Fi"]) == {
         "location": "Boston", "cuisine": ["Sushi", "Ramen"]}
     assert trimmed(location="Boston", cuisine=["Sushi", "Ramen"], amenities=["Patios"]) == {
-        "location": "Boston", "cuisine": ["Sushi", "Ramen"]}  # "patio" + "s" is said; not the reverse
+        "location": "Boston", "cuisine": ["Sushi", "Ramen"], "amenities": ["Patios"]}  # a plural is said
 
 
 def test_a_list_trim_that_breaks_the_schema_is_not_made():
