@@ -338,10 +338,11 @@ class LlamaCpu(Cpu):
 
     def _w_logprob(self, prefix: str, text: str) -> tuple[float, int]:
         started = time.perf_counter()
-        self.decision_stats = GenerationStats()
+        stats = GenerationStats()
         with self._w_cache_kept():
-            result = self._w_text_logprob(prefix, text)
-        self.decision_stats.clock(started, None, None)
+            result = self._w_text_logprob(prefix, text, stats)
+        stats.clock(started, None, None)
+        self.decision_stats = stats
         return result
 
     @contextmanager
@@ -376,7 +377,7 @@ class LlamaCpu(Cpu):
             else:  # not restored: the next prompt is evaluated in full, nothing worse
                 log.warning("could not restore the KV cache after a decision")
 
-    def _w_text_logprob(self, prefix: str, text: str) -> tuple[float, int]:
+    def _w_text_logprob(self, prefix: str, text: str, stats: GenerationStats) -> tuple[float, int]:
         import numpy as np
 
         llm = self._llm
@@ -403,8 +404,7 @@ class LlamaCpu(Cpu):
             total += float(logprobs[np.arange(len(targets)), targets].sum())
             llm.input_ids[llm.n_tokens: llm.n_tokens + len(piece)] = piece
             llm.n_tokens += len(piece)
-        self.decision_stats.prefill_tokens = len(tokens) - 1 - reuse
-        self.decision_stats.cached_tokens = reuse
+        stats.prefill_tokens, stats.cached_tokens = len(tokens) - 1 - reuse, reuse
         return total, len(body)
 
     def _w_ban_first(self, starts: tuple[str, ...], n_prompt: int):
