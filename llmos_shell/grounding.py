@@ -138,18 +138,17 @@ def repeats(call: dict, earlier: list[dict], parameters: dict) -> bool:
     said = Source(str(leaf) for previous in earlier for leaf in _leaves(previous["arguments"]))
     values = [value for key, value in call["arguments"].items()
               if value != properties.get(key, {}).get("default", _NO_DEFAULT)]
-    checkable = [leaf for leaf in _leaves(values) if not isinstance(leaf, bool) and leaf is not None]
-    return all(said.has(leaf) for leaf in checkable)
+    return all(said.has(leaf) for leaf in _leaves(values))  # flags and nulls count as said
 
 
 def without_inventions(call: dict, parameters: dict, source: Source) -> dict:
     """``call`` with the values nobody said taken out, where the schema allows it.
 
     Only clear inventions go: a value counts as said even with a short ending ("adult" for
-    "adults"). An optional argument whose value is not in ``source`` (and is not its declared default) is
-    left out; a list keeps only its items that were said (if that still fits its schema), and an
-    optional list none of whose items were said is left out. Required scalars stay as they are:
-    the call needs them."""
+    "adults"). An optional argument whose value is not in ``source`` (and is not its declared
+    default) is left out; a list keeps only its items that were said (if that still fits its
+    schema), and an optional list none of whose items were said is left out. Required scalars
+    stay as they are: the call needs them."""
     properties = parameters.get("properties", {})
     required = set(parameters.get("required", []))
     arguments = {}
