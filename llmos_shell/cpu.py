@@ -185,6 +185,12 @@ class LlamaCpu(Cpu):
 
     # --- interface ----------------------------------------------------------------------
 
+    def _w_reusable(self, tokens: list[int], at_most: int) -> int:
+        """How many of ``tokens`` the KV cache already holds (at most ``at_most``: the positions
+        whose logits are needed must be evaluated again)."""
+        llm = self._llm
+        return min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), at_most)
+
     def _w_tokenize(self, text: str) -> list[int]:
         tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=self._add_bos, special=True)
         bos = self._llm.token_bos()
@@ -248,7 +254,7 @@ class LlamaCpu(Cpu):
         if len(tokens) >= self.n_ctx:
             raise LlmosError(f"prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}")
         max_tokens = max(1, min(max_tokens, self.n_ctx - len(tokens)))
-        cached = min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
+        cached = self._w_reusable(tokens, len(tokens) - 1)
         stats = GenerationStats(prefill_tokens=len(tokens) - cached, cached_tokens=cached)
         if seed is not None or grammar:
             # The last prompt token's logits differ by rounding between a batched and a single-token
@@ -321,7 +327,7 @@ class LlamaCpu(Cpu):
         started = time.perf_counter()
         tokens = self._w_tokenize(prompt)
         # Evaluate only what the KV cache lacks; the generation that follows reuses all of it.
-        reuse = min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
+        reuse = self._w_reusable(tokens, len(tokens) - 1)
         llm.n_tokens = reuse
         llm.eval(tokens[reuse:])
         self.decision_stats = GenerationStats(prefill_tokens=len(tokens) - reuse, cached_tokens=reuse)
@@ -389,7 +395,7 @@ class LlamaCpu(Cpu):
         if len(tokens) >= self.n_ctx:
             raise LlmosError(f"{len(tokens)} tokens do not fit the context of {self.n_ctx}")
         start = len(head) - 1  # the position whose logits predict the first token of text
-        reuse = min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), start)
+        reuse = self._w_reusable(tokens, start)
         llm.n_tokens = reuse
         llm.eval(tokens[reuse:start])
         # Llama.eval keeps only the last position's logits; these positions all need theirs.

@@ -68,6 +68,6 @@ def call_blocks(text: str) -> list[str]:
     return [block for block in blocks if block]
 
 
-def parse_calls(text: str) -> list[dict]:
-    """The calls in text made of ``<tool_call>`` blocks."""
-    return [parse_call(block) for block in call_blocks(text)]
+def write_calls(calls: list[dict]) -> str:
+    """The calls as the model's turn shows them: ``<tool_call>`` blocks, one per line."""
+    return "\n".join(CALL_OPEN + json.dumps(call, ensure_ascii=False) + CALL_CLOSE for call in calls)

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Literal
 
 from llmos_shell.cpu import GenerationStats
 from llmos_shell.errors import Cancelled, LlmosError
-from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN, MAX_PARALLEL_CALLS, call_grammar, parse_call
+from llmos_shell.grammar import CALL_OPEN, MAX_PARALLEL_CALLS, call_grammar, parse_call, write_calls
 from llmos_shell.grounding import Source, grounded, refines, repeats, without_inventions
 from llmos_shell.hookspecs import SyscallCall
 from llmos_shell.memory import Memory
@@ -223,7 +223,7 @@ class Kernel:
                         # whatever function they are shown (a BMI function for a triangle's area).
                         calls = []
                     if calls:
-                        process.memory.add("assistant", written_calls(calls), tokens=tokens)
+                        process.memory.add("assistant", write_calls(calls), tokens=tokens)
                         if self._dispatch(process, calls, turn, events, cancel):
                             break
                         continue
@@ -280,7 +280,7 @@ class Kernel:
         calls: list[dict] = []
         tokens = 0
         for _ in range(MAX_PARALLEL_CALLS if process.parallel_calls else 1):
-            prefix = written_calls(calls) + "\n" if calls else ""
+            prefix = write_calls(calls) + "\n" if calls else ""
             generation = self.cpu.generate(prompt + prefix + CALL_OPEN, max_tokens=self.max_tokens,
                                            grammar=call_grammar(table), seed=seed, temperature=0.0, cancel=cancel)
             turn.count(generation.stats, "call")
@@ -412,7 +412,3 @@ class Kernel:
             record.status = "error"
             record.error = f"{type(error).__name__}: {error}" if not isinstance(error, LlmosError) else str(error)
 
-
-def written_calls(calls: list[dict]) -> str:
-    """The calls as the model's turn shows them: Qwen's ``<tool_call>`` blocks."""
-    return "\n".join(CALL_OPEN + json.dumps(call, ensure_ascii=False) + CALL_CLOSE for call in calls)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 
 import pytest
 
 from llmos_shell import hookimpl
-from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN
+from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN, write_calls
 from llmos_shell.kernel import Events, Kernel
 from llmos_shell.testing import FakeCpu, make_system
 
@@ -55,7 +54,7 @@ class TestDriver:
 
 
 def call(name: str, **arguments) -> str:
-    return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+    return write_calls([{"name": name, "arguments": arguments}])
 
 
 @pytest.fixture

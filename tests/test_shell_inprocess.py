@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import _thread
 import io
-import json
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from llmos_shell.cpu import Generation, GenerationStats
+from llmos_shell.grammar import write_calls
 from llmos_shell.shell import Shell
 from llmos_shell.shell.commands import COMMANDS, commands, flags, split
 from llmos_shell.shell.completer import ShellCompleter
@@ -36,7 +36,7 @@ ENTER = "\r"
 
 
 def tool_call(name: str, **arguments) -> str:
-    return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+    return write_calls([{"name": name, "arguments": arguments}])
 
 
 class Screen(io.TextIOBase):

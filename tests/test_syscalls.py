@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Literal
 
@@ -11,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmos_shell.grammar import CALL_OPEN, call_grammar, parse_call, parse_calls
+from llmos_shell.grammar import CALL_OPEN, call_blocks, call_grammar, parse_call, write_calls
 from llmos_shell.syscalls import (ArgumentError, SyscallError, SyscallTable, declared_syscall, make_syscall,
                                   normalise_schema)
 
@@ -122,7 +121,8 @@ def test_grammar_accepts_a_valid_call_and_parses_it():
     grammar = call_grammar(table)
     assert grammar.startswith("root ::= call")
     text = CALL_OPEN + '{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-    assert parse_calls(text) == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    assert [parse_call(block) for block in call_blocks(text)] == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    assert write_calls([{"name": "get_weather", "arguments": {"city": "Paris"}}]) == text
 
 
 def test_bfcl_style_types_are_normalised():
