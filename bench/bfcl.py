@@ -82,7 +82,8 @@ def main() -> None:
     if args.threshold is not None:
         kernel.call_threshold = args.threshold
     report: dict = {"model": cpu.name, "call_threshold": kernel.call_threshold,
-                    "relevance_threshold": kernel.relevance_threshold, "categories": {}}
+                    "relevance_threshold": kernel.relevance_threshold,
+                    "unwanted_call_relevance": kernel.unwanted_call_relevance, "categories": {}}
     calls_made = calls_valid = 0
     seconds = []
     for category in args.categories.split(","):

@@ -113,14 +113,21 @@ def _variant(value: str, seen: list[Any]) -> bool:
     return Source(others).has_string(value) or any(Source([value]).has_string(other) for other in others)
 
 
+def _values(call: dict) -> list[str]:
+    return sorted(repr(leaf) for leaf in _leaves(call["arguments"]))
+
+
 def grounded(call: dict, earlier: list[dict], source: Source) -> bool:
-    """True if ``call`` brings new values, all of them found in ``source`` and none of them a
-    variant of what an earlier call had for the same parameter."""
+    """True if ``call`` brings new values, all of them found in ``source``, none of them a
+    variant of what an earlier call had for the same parameter, and not just an earlier call's
+    values rearranged."""
     # a flag cannot be checked against words
     checkable = [(leaf, seen) for leaf, seen in _new_leaves(call, earlier)
                  if not isinstance(leaf, bool) and leaf is not None]
     if not checkable:
         return False  # the same call again, or only a flag changed
+    if any(_values(call) == _values(previous) for previous in earlier):
+        return False  # the same values swapped between parameters (team1 and team2 the other way round)
     return all(source.has(leaf) and not (isinstance(leaf, str) and _variant(leaf, seen)) for leaf, seen in checkable)
 
 
@@ -139,6 +146,15 @@ def repeats(call: dict, earlier: list[dict], parameters: dict) -> bool:
     values = [value for key, value in call["arguments"].items()
               if value != properties.get(key, {}).get("default", _NO_DEFAULT)]
     return all(said.has(leaf) for leaf in _leaves(values))  # flags and nulls count as said
+
+
+def all_said(call: dict, parameters: dict, source: Source) -> bool:
+    """True if every value of ``call`` (list items and nested fields one by one) was said in
+    ``source`` or is its parameter's declared default: a call the request fully spells out."""
+    properties = parameters.get("properties", {})
+    return all(value == properties.get(key, {}).get("default", _NO_DEFAULT)
+               or all(source.has(leaf, inflected=True) for leaf in _leaves(value))
+               for key, value in call["arguments"].items())
 
 
 def without_inventions(call: dict, parameters: dict, source: Source) -> dict:

@@ -5,10 +5,12 @@ start a tool call here (the probability mass of call-like first tokens such as
 ``<tool_call>``, ``{`` or a code fence)? Above a threshold, it decodes a call
 under the grammar of the process's syscall table, so the call always names a
 real syscall with schema-valid arguments; otherwise it decodes a plain reply,
-streamed token by token. A call is then checked against what the user said: the
-first call of a turn must be about the request (``_relevant``), values nobody
-said leave it, further calls must be grounded or bring something new
-(grounding.py). Arguments are validated again, the approval policy is
+streamed token by token. Below the threshold, the first step of a turn still
+writes a candidate call and keeps it only if the request spells out every value
+in it (small models answer from memory what a function would look up). A call
+is then checked against what the user said: the first call of a turn must be
+about the request (``_relevant``), values nobody said leave it, further calls
+must be grounded or bring something new (grounding.py). Arguments are validated again, the approval policy is
 applied from the syscall's capabilities (never left to the model), the syscall
 runs through the plugin wrappers, and its result (or error) goes back into the
 context. Declared functions (from task files) are returned to the caller.
@@ -28,7 +30,7 @@ from typing import Any, Iterable, Literal
 from llmos_shell.cpu import GenerationStats
 from llmos_shell.errors import Cancelled, LlmosError
 from llmos_shell.grammar import CALL_OPEN, MAX_PARALLEL_CALLS, call_grammar, parse_call, write_calls
-from llmos_shell.grounding import Source, grounded, refines, repeats, without_inventions
+from llmos_shell.grounding import Source, all_said, grounded, refines, repeats, without_inventions
 from llmos_shell.hookspecs import SyscallCall
 from llmos_shell.memory import Memory
 from llmos_shell.process import Process
@@ -140,7 +142,7 @@ class Kernel:
 
     def __init__(self, system, *, approve: Approve = "never", max_steps: int = 8, max_tokens: int = 512,
                  call_threshold: float = 0.5, chain_threshold: float = 0.8, relevance_threshold: float = 0.0,
-                 events: Events | None = None) -> None:
+                 unwanted_call_relevance: float = 0.1, events: Events | None = None) -> None:
         self.system = system
         self.approve = approve
         self.max_steps = max_steps
@@ -151,6 +153,9 @@ class Kernel:
         self.chain_threshold = chain_threshold
         # Pointwise mutual information (nats per token) a first call's syscall must have with the request.
         self.relevance_threshold = relevance_threshold
+        # The same for a call the model did not want to make (p(call) below the threshold) but the
+        # request spells out: without the model's intent, the syscall must be clearly about it.
+        self.unwanted_call_relevance = unwanted_call_relevance
         self.events = events or Events()
 
     @property
@@ -211,14 +216,27 @@ class Kernel:
                     table = table.with_capability("reads_fs", "writes_fs") or table
                 else:
                     threshold = self.call_threshold
-                if len(table) and self._wants_call(prompt, threshold, turn):
-                    calls, tokens = self._decode_calls(process, prompt, table, turn, text, seed, cancel)
+                wants_call = bool(len(table)) and self._wants_call(prompt, threshold, turn)
+                if not wants_call and not turn.syscalls:
+                    # Small models answer questions from memory (and wrongly: "radium was discovered
+                    # in 1984") even when a function looks the answer up. So the first step writes a
+                    # call anyway, kept only if the request spells out every value in it. Not a
+                    # file syscall: a request about a file names it (see above).
+                    table = table.without({s.name for s in table.with_capability("reads_fs", "writes_fs")})
+                if len(table) and (wants_call or not turn.syscalls):
+                    calls, tokens = self._decode_calls(process, prompt, table, turn, text, seed, cancel,
+                                                       must_call=wants_call)
                     if turn.syscalls:
                         # Small models go on calling after the answer is in (read the file just
                         # summarised, search for its name): a call must bring something new.
                         calls = [c for c in calls if not repeats(c, [r.call for r in turn.syscalls],
                                                                   process.table.get(c["name"]).parameters)]
-                    elif calls and not self._relevant(text, process.table.get(calls[0]["name"]), turn):
+                    elif not wants_call and not all(
+                            all_said(c, process.table.get(c["name"]).parameters, Source([text])) for c in calls):
+                        calls = []
+                    elif calls and not self._relevant(text, process.table.get(calls[0]["name"]), turn,
+                                                      self.relevance_threshold if wants_call
+                                                      else self.unwanted_call_relevance):
                         # The first call of a turn must be about the request: small models call
                         # whatever function they are shown (a BMI function for a triangle's area).
                         calls = []
@@ -257,6 +275,7 @@ class Kernel:
         return False
 
     def _wants_call(self, prompt: str, threshold: float, turn: TurnResult) -> bool:
+        """Is the model likely to start a call here (p(call) at least ``threshold``)?"""
         try:
             logprobs = self.cpu.next_token_logprobs(prompt, CALL_STARTS)
         except NotImplementedError:
@@ -267,9 +286,10 @@ class Kernel:
         return p_call >= threshold
 
     def _decode_calls(self, process: Process, prompt: str, table: SyscallTable, turn: TurnResult,
-                      request: str, seed, cancel) -> tuple[list[dict], int]:
+                      request: str, seed, cancel, must_call: bool = True) -> tuple[list[dict], int]:
         """Decode one call, then candidate further calls of the same syscall, kept while grounded;
-        return the calls and the tokens decoded for them.
+        return the calls and the tokens decoded for them. A first call cut short by the token
+        limit is an error if the model wanted to call (``must_call``), else no call.
 
         Small models end their turn after one call whatever the request, so the kernel opens the
         next call itself and keeps it only if its new values come from the request or this turn's
@@ -287,7 +307,7 @@ class Kernel:
             if generation.cancelled:
                 raise Cancelled("cancelled")
             if generation.finish_reason != "stop":
-                if calls:
+                if calls or not must_call:
                     break
                 raise LlmosError(f"the model's call was cut short after {generation.stats.decode_tokens} tokens")
             call = parse_call(generation.text)
@@ -300,7 +320,7 @@ class Kernel:
             table = process.table.subset([call["name"]])
         return calls, tokens
 
-    def _relevant(self, request: str, syscall: Syscall, turn: TurnResult) -> bool:
+    def _relevant(self, request: str, syscall: Syscall, turn: TurnResult, threshold: float) -> bool:
         """Does the syscall's description make the request more likely, per token, than a description
         that says nothing?
 
@@ -316,8 +336,8 @@ class Kernel:
         except NotImplementedError:
             return True
         pmi = (given - base) / max(1, n_tokens)
-        log.debug("relevance of %s: %.3f per token (threshold %.2f)", syscall.name, pmi, self.relevance_threshold)
-        return pmi >= self.relevance_threshold
+        log.debug("relevance of %s: %.3f per token (threshold %.2f)", syscall.name, pmi, threshold)
+        return pmi >= threshold
 
     def _reply(self, process: Process, prompt: str, turn: TurnResult, seed, temperature, events, cancel) -> str:
         generation = None

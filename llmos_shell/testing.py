@@ -76,9 +76,11 @@ class FakeCpu(Cpu):
         starts with ``<tool_call>``, unlikely otherwise."""
         import math
 
-        starts_call = bool(self.replies) and self.replies[0].startswith("<tool_call>")
         first, *rest = list(candidates)
-        return {first: math.log(0.99 if starts_call else 0.01), **{c: float("-inf") for c in rest}}
+        return {first: math.log(0.99 if self._call_is_next() else 0.01), **{c: float("-inf") for c in rest}}
+
+    def _call_is_next(self) -> bool:
+        return bool(self.replies) and self.replies[0].startswith(CALL_OPEN)
 
     def _next_reply(self, prompt: str, grammar: str | None) -> str:
         if grammar is not None and self._pending_calls:
@@ -105,6 +107,11 @@ class FakeCpu(Cpu):
             raise LlmosError(f"prompt of {self.count_tokens(prompt)} tokens does not fit the context of {self.n_ctx}")
         self.prompts.append(prompt)
         self.grammars.append(grammar)
+        if grammar is not None and prompt.endswith(CALL_OPEN) and not self._pending_calls \
+                and not prompt.endswith(CALL_CLOSE + "\n" + CALL_OPEN) and not self._call_is_next():
+            # Pushed to call while its script says answer: it writes no call before the limit.
+            return Generation("", "length", GenerationStats(prefill_tokens=self.count_tokens(prompt),
+                                                            decode_tokens=max_tokens))
         reply = self._next_reply(prompt, grammar)
         out: list[str] = []
         for index, word in enumerate(reply.split(" ")[:max_tokens]):

@@ -1,7 +1,7 @@
 """A further call is kept only if its new values come from the user's words; values nobody said
 are taken out of a call where the schema allows."""
 
-from llmos_shell.grounding import Source, grounded, new_values, refines, repeats, without_inventions
+from llmos_shell.grounding import Source, all_said, grounded, new_values, refines, repeats, without_inventions
 
 
 def call(**arguments):
@@ -39,6 +39,12 @@ def test_lists_count_each_item_and_earlier_results_are_a_source():
                     [first], source)
     assert not grounded({"name": "shows", "arguments": {"service": "Netflix", "shows": ["The Office", "Lost"]}},
                         [first], source)
+
+
+def test_the_same_values_swapped_between_parameters_are_not_a_second_call():
+    first = {"name": "match", "arguments": {"team1": "Taylor Swift", "team2": "Maroon 5"}}
+    swapped = {"name": "match", "arguments": {"team1": "Maroon 5", "team2": "Taylor Swift"}}
+    assert not grounded(swapped, [first], REQUEST)
 
 
 def test_a_piece_or_an_extension_of_an_earlier_value_is_not_a_second_thing():
@@ -126,6 +132,21 @@ def test_a_list_trim_that_breaks_the_schema_is_not_made():
     # cuisine needs two items; only "Sushi" was said
     assert trimmed(location="Boston", cuisine=["Sushi", "Ramen"], team="Lakers") == {
         "location": "Boston", "cuisine": ["Sushi", "Ramen"]}
+
+
+def spelled_out(**arguments):
+    return all_said({"name": "find", "arguments": arguments}, RESTAURANTS, ASKED)
+
+
+def test_a_call_is_spelled_out_when_every_value_was_said():
+    assert spelled_out(location="Boston", cuisine=["sushi"], amenities=["Patios"])
+    # flags and declared defaults say nothing either way
+    assert spelled_out(location="Boston", vegan=True, units="miles")
+    assert not spelled_out(location="Boston", units="km")
+    assert not spelled_out(location="Seattle")                     # a required value nobody said
+    assert not spelled_out(location="Boston", cuisine=["Sushi", "Ramen"])   # one list item is enough
+    assert all_said({"name": "route", "arguments": {"to": {"city": "Boston"}}}, {}, ASKED)
+    assert not all_said({"name": "route", "arguments": {"to": {"city": "Boston", "lat": 42.36}}}, {}, ASKED)
 
 
 def test_a_call_with_more_arguments_and_the_same_values_refines_an_earlier_one():

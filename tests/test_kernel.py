@@ -302,6 +302,22 @@ def test_a_request_naming_an_existing_file_gets_a_syscall(tmp_path):
     system.close()
 
 
+def test_a_call_the_request_spells_out_is_made_even_when_the_model_would_answer(tmp_path):
+    system, cpu = system_with(tmp_path, ReluctantCpu())
+    kernel = Kernel(system)
+    cpu.enqueue(call("add", a=2, b=3), "It is 5.")
+    result = kernel.run(kernel.spawn("t"), "What is 2 plus 3?")
+    assert [(r.name, r.arguments) for r in result.syscalls] == [("add", {"a": 2, "b": 3})]
+    assert result.output == "It is 5."
+    # a value nobody said: the model answers instead
+    cpu.enqueue(call("add", a=2, b=40), "About 5.")
+    result = kernel.run(kernel.spawn("t"), "What is 2 plus 3?")
+    assert result.syscalls == [] and result.output == "About 5."
+    # the candidate call is never a file syscall: a request about a file names the file
+    assert all("shred" not in grammar for grammar in cpu.grammars if grammar)
+    system.close()
+
+
 def test_a_failed_syscall_stays_on_offer_so_the_model_can_mend_its_arguments(setup):
     system, cpu = setup
     cpu.enqueue(call("explode", reason="first"), call("explode", reason="second"), "Both failed.")
