@@ -49,6 +49,9 @@ SYSTEM_PROMPT = (
 # Shown (not kept) before the reply that follows syscall results: small models otherwise
 # echo the results' JSON instead of answering.
 ANSWER_NOW = {"role": "user", "content": "Based on the function results, what is your reply to my request?"}
+# Shown before the reply when the model wanted a call the kernel did not make (an unrelated or
+# repeated one): left alone, it writes that call out as text ("name: delete_file, arguments: ...").
+NO_FUNCTION_FITS = {"role": "user", "content": "Reply to my last message in plain words, without calling a function."}
 
 # The relevance test (Kernel._relevant) compares the request's likelihood after these two texts.
 RELEVANCE_GIVEN = "Function `{name}`: {description}\nA user's request that this function handles:\n"
@@ -226,20 +229,7 @@ class Kernel:
                 if len(table) and (wants_call or not turn.syscalls):
                     calls, tokens = self._decode_calls(process, prompt, table, turn, text, seed, cancel,
                                                        must_call=wants_call)
-                    if turn.syscalls:
-                        # Small models go on calling after the answer is in (read the file just
-                        # summarised, search for its name): a call must bring something new.
-                        calls = [c for c in calls if not repeats(c, [r.call for r in turn.syscalls],
-                                                                  process.table.get(c["name"]).parameters)]
-                    elif not wants_call and not all(
-                            all_said(c, process.table.get(c["name"]).parameters, Source([text])) for c in calls):
-                        calls = []
-                    elif calls and not self._relevant(text, process.table.get(calls[0]["name"]), turn,
-                                                      self.relevance_threshold if wants_call
-                                                      else self.unwanted_call_relevance):
-                        # The first call of a turn must be about the request: small models call
-                        # whatever function they are shown (a BMI function for a triangle's area).
-                        calls = []
+                    calls = self._worth_making(calls, process, turn, text, wanted=wants_call)
                     if calls:
                         process.memory.add("assistant", write_calls(calls), tokens=tokens)
                         if self._dispatch(process, calls, turn, events, cancel):
@@ -248,6 +238,9 @@ class Kernel:
                     # a repeated or unrelated call: have the model answer instead
                 if turn.syscalls:
                     prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, transient=ANSWER_NOW)
+                elif wants_call:
+                    prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens,
+                                                          transient=NO_FUNCTION_FITS)
                 turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)
                 turn.status = "ok"
                 break
@@ -263,6 +256,26 @@ class Kernel:
             turn.error = str(error)
         self.finish(process, turn.status)
         return turn
+
+    def _worth_making(self, calls: list[dict], process: Process, turn: TurnResult, request: str, *,
+                      wanted: bool) -> list[dict]:
+        """The decoded calls the kernel makes; none means the model answers instead.
+
+        ``wanted``: the model was likely to call here (p(call) at least the threshold)."""
+        if turn.syscalls:
+            # Small models go on calling after the answer is in (read the file just summarised,
+            # search for its name): a further call must bring something new.
+            done = [r.call for r in turn.syscalls]
+            return [c for c in calls if not repeats(c, done, process.table.get(c["name"]).parameters)]
+        if not calls:
+            return []
+        if not wanted and not all(all_said(c, process.table.get(c["name"]).parameters, Source([request]))
+                                  for c in calls):
+            return []  # a call the model did not want must be spelled out by the request
+        # The first call of a turn must be about the request: small models call whatever function
+        # they are shown (a BMI function for a triangle's area).
+        threshold = self.relevance_threshold if wanted else self.unwanted_call_relevance
+        return calls if self._relevant(request, process.table.get(calls[0]["name"]), turn, threshold) else []
 
     def _names_a_file(self, text: str) -> bool:
         """Does the request name a file or folder that exists in the filesystem?"""

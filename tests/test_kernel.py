@@ -9,7 +9,7 @@ import pytest
 
 from llmos_shell import hookimpl
 from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN, write_calls
-from llmos_shell.kernel import Events, Kernel
+from llmos_shell.kernel import NO_FUNCTION_FITS, RELEVANCE_BASE, Events, Kernel
 from llmos_shell.testing import FakeCpu, make_system
 
 CALLS: list[tuple[str, dict]] = []
@@ -315,6 +315,23 @@ def test_a_call_the_request_spells_out_is_made_even_when_the_model_would_answer(
     assert result.syscalls == [] and result.output == "About 5."
     # the candidate call is never a file syscall: a request about a file names the file
     assert all("shred" not in grammar for grammar in cpu.grammars if grammar)
+    system.close()
+
+
+class UnrelatedCpu(FakeCpu):
+    """A model for which no syscall's description makes the request any likelier."""
+
+    def logprob(self, prefix, text):
+        return (-10.0 if prefix == RELEVANCE_BASE else -50.0), 5
+
+
+def test_an_unrelated_call_is_not_made_and_the_model_is_told_to_answer_in_words(tmp_path):
+    system, cpu = system_with(tmp_path, UnrelatedCpu())
+    kernel = Kernel(system)
+    cpu.enqueue(call("shred", path="/x"), "Hello!")
+    result = kernel.run(kernel.spawn("t"), "hello")
+    assert result.syscalls == [] and result.output == "Hello!" and CALLS == []
+    assert cpu.prompts[-1].rstrip().endswith(NO_FUNCTION_FITS["content"] + "\n<|assistant|>")
     system.close()
 
 
