@@ -59,6 +59,9 @@ RELEVANCE_GIVEN = "Function `{name}`: {description}\nA user's request that this 
 RELEVANCE_BASE = RELEVANCE_GIVEN.format(name="do", description="Does what it is asked.")
 RELEVANCE_CHARS = 2000
 
+# Syscalls that work on the filesystem.
+FILE_CAPABILITIES = ("reads_fs", "writes_fs")
+
 # Something that looks like an absolute path in a request ("/inputs/report.txt").
 PATH = re.compile(r"(?<![\w.:/])/[\w.\-/]*[\w/]")
 
@@ -216,7 +219,7 @@ class Kernel:
                     # A request about a file needs a syscall on that file: the model cannot know what
                     # it holds otherwise, and left to choose it "translates" a text it never saw.
                     threshold = 0.0
-                    table = table.with_capability("reads_fs", "writes_fs") or table
+                    table = table.with_capability(*FILE_CAPABILITIES) or table
                 else:
                     threshold = self.call_threshold
                 wants_call = bool(len(table)) and self._wants_call(prompt, threshold, turn)
@@ -225,7 +228,7 @@ class Kernel:
                     # in 1984") even when a function looks the answer up. So the first step writes a
                     # call anyway, kept only if the request spells out every value in it. Not a
                     # file syscall: a request about a file names it (see above).
-                    table = table.without({s.name for s in table.with_capability("reads_fs", "writes_fs")})
+                    table = table.without({s.name for s in table.with_capability(*FILE_CAPABILITIES)})
                 if len(table) and (wants_call or not turn.syscalls):
                     calls, tokens = self._decode_calls(process, prompt, table, turn, text, seed, cancel,
                                                        must_call=wants_call)
@@ -269,8 +272,8 @@ class Kernel:
             return [c for c in calls if not repeats(c, done, process.table.get(c["name"]).parameters)]
         if not calls:
             return []
-        if not wanted and not all(all_said(c, process.table.get(c["name"]).parameters, Source([request]))
-                                  for c in calls):
+        said = Source([request])
+        if not wanted and not all(all_said(c, process.table.get(c["name"]).parameters, said) for c in calls):
             return []  # a call the model did not want must be spelled out by the request
         # The first call of a turn must be about the request: small models call whatever function
         # they are shown (a BMI function for a triangle's area).

@@ -82,13 +82,15 @@ class FakeCpu(Cpu):
     def _call_is_next(self) -> bool:
         return bool(self.replies) and self.replies[0].startswith(CALL_OPEN)
 
-    def _next_reply(self, prompt: str, grammar: str | None) -> str:
+    def _next_reply(self, prompt: str, grammar: str | None) -> str | None:
         if grammar is not None and self._pending_calls:
             self._last_call = self._pending_calls.pop(0)
             return self._last_call
         if grammar is not None and prompt.endswith(CALL_CLOSE + "\n" + CALL_OPEN):
             # Asked for a further call with none scripted: repeat the last, as small models do.
             return self._last_call
+        if grammar is not None and prompt.endswith(CALL_OPEN) and not self._call_is_next():
+            return None  # asked for a call while the script says answer: it writes none
         if self.replies:
             reply = self.replies.pop(0)
         elif self.responder is not None:
@@ -107,12 +109,10 @@ class FakeCpu(Cpu):
             raise LlmosError(f"prompt of {self.count_tokens(prompt)} tokens does not fit the context of {self.n_ctx}")
         self.prompts.append(prompt)
         self.grammars.append(grammar)
-        if grammar is not None and prompt.endswith(CALL_OPEN) and not self._pending_calls \
-                and not prompt.endswith(CALL_CLOSE + "\n" + CALL_OPEN) and not self._call_is_next():
-            # Pushed to call while its script says answer: it writes no call before the limit.
+        reply = self._next_reply(prompt, grammar)
+        if reply is None:  # pushed to call while its script says answer: no call before the limit
             return Generation("", "length", GenerationStats(prefill_tokens=self.count_tokens(prompt),
                                                             decode_tokens=max_tokens))
-        reply = self._next_reply(prompt, grammar)
         out: list[str] = []
         for index, word in enumerate(reply.split(" ")[:max_tokens]):
             if cancel is not None and cancel.is_set():
