@@ -90,6 +90,11 @@ def _leaves(value: Any) -> Iterable[Any]:
         yield value
 
 
+def _is_default(parameters: dict, key: str, value: Any) -> bool:
+    """Is ``value`` the declared default of parameter ``key``? Then it says nothing either way."""
+    return value == parameters.get("properties", {}).get(key, {}).get("default", _NO_DEFAULT)
+
+
 def _new_leaves(call: dict, earlier: list[dict]) -> Iterable[tuple[Any, list[Any]]]:
     """Each value in ``call``'s arguments (list items one by one) that no earlier call had for the
     same parameter, with the values earlier calls had for it."""
@@ -141,18 +146,15 @@ def repeats(call: dict, earlier: list[dict], parameters: dict) -> bool:
     """True if every value of ``call`` was already an argument of an earlier call (of any syscall):
     a call that can only bring back what the turn already has (``read_file`` of the file just
     summarised, ``search_files`` for its name). Arguments given their declared default say nothing."""
-    properties = parameters.get("properties", {})
     said = Source(str(leaf) for previous in earlier for leaf in _leaves(previous["arguments"]))
-    values = [value for key, value in call["arguments"].items()
-              if value != properties.get(key, {}).get("default", _NO_DEFAULT)]
+    values = [value for key, value in call["arguments"].items() if not _is_default(parameters, key, value)]
     return all(said.has(leaf) for leaf in _leaves(values))  # flags and nulls count as said
 
 
 def all_said(call: dict, parameters: dict, source: Source) -> bool:
     """True if every value of ``call`` (list items and nested fields one by one) was said in
     ``source`` or is its parameter's declared default: a call the request fully spells out."""
-    properties = parameters.get("properties", {})
-    return all(value == properties.get(key, {}).get("default", _NO_DEFAULT)
+    return all(_is_default(parameters, key, value)
                or all(source.has(leaf, inflected=True) for leaf in _leaves(value))
                for key, value in call["arguments"].items())
 
@@ -177,7 +179,7 @@ def without_inventions(call: dict, parameters: dict, source: Source) -> dict:
             if said and jsonschema.Draft202012Validator(prop).is_valid(said):
                 value = said
         elif (key not in required and not source.has(value, inflected=True)
-              and value != prop.get("default", _NO_DEFAULT)):
+              and not _is_default(parameters, key, value)):
             continue
         arguments[key] = value
     if arguments == call["arguments"] or not jsonschema.Draft202012Validator(parameters).is_valid(arguments):

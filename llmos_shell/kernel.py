@@ -10,10 +10,10 @@ writes a candidate call and keeps it only if the request spells out every value
 in it (small models answer from memory what a function would look up). A call
 is then checked against what the user said: the first call of a turn must be
 about the request (``_relevant``), values nobody said leave it, further calls
-must be grounded or bring something new (grounding.py). Arguments are validated again, the approval policy is
-applied from the syscall's capabilities (never left to the model), the syscall
-runs through the plugin wrappers, and its result (or error) goes back into the
-context. Declared functions (from task files) are returned to the caller.
+must be grounded or bring something new (grounding.py). Arguments are validated
+again, the approval policy is applied from the syscall's capabilities (never
+left to the model), the syscall runs through the plugin wrappers, and its result
+(or error) goes back into the context. Declared functions (from task files) are returned to the caller.
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ class Kernel:
                     table = table.without({s.name for s in table.with_capability(*FILE_CAPABILITIES)})
                 if len(table) and (wants_call or not turn.syscalls):
                     calls, tokens = self._decode_calls(process, prompt, table, turn, text, seed, cancel,
-                                                       must_call=wants_call)
+                                                       wanted=wants_call)
                     calls = self._worth_making(calls, process, turn, text, wanted=wants_call)
                     if calls:
                         process.memory.add("assistant", write_calls(calls), tokens=tokens)
@@ -272,9 +272,6 @@ class Kernel:
             return [c for c in calls if not repeats(c, done, process.table.get(c["name"]).parameters)]
         if not calls:
             return []
-        said = Source([request])
-        if not wanted and not all(all_said(c, process.table.get(c["name"]).parameters, said) for c in calls):
-            return []  # a call the model did not want must be spelled out by the request
         # The first call of a turn must be about the request: small models call whatever function
         # they are shown (a BMI function for a triangle's area).
         threshold = self.relevance_threshold if wanted else self.unwanted_call_relevance
@@ -302,10 +299,13 @@ class Kernel:
         return p_call >= threshold
 
     def _decode_calls(self, process: Process, prompt: str, table: SyscallTable, turn: TurnResult,
-                      request: str, seed, cancel, must_call: bool = True) -> tuple[list[dict], int]:
+                      request: str, seed, cancel, wanted: bool = True) -> tuple[list[dict], int]:
         """Decode one call, then candidate further calls of the same syscall, kept while grounded;
-        return the calls and the tokens decoded for them. A first call cut short by the token
-        limit is an error if the model wanted to call (``must_call``), else no call.
+        return the calls and the tokens decoded for them.
+
+        ``wanted``: the model was likely to call here. If not, the first call must be spelled out
+        by the request (every value said), else there is no call; and a first call cut short by
+        the token limit is no call rather than an error.
 
         Small models end their turn after one call whatever the request, so the kernel opens the
         next call itself and keeps it only if its new values come from the request or this turn's
@@ -323,11 +323,14 @@ class Kernel:
             if generation.cancelled:
                 raise Cancelled("cancelled")
             if generation.finish_reason != "stop":
-                if calls or not must_call:
+                if calls or not wanted:
                     break
                 raise LlmosError(f"the model's call was cut short after {generation.stats.decode_tokens} tokens")
             call = parse_call(generation.text)
-            call = without_inventions(call, process.table.get(call["name"]).parameters, source)
+            parameters = process.table.get(call["name"]).parameters
+            call = without_inventions(call, parameters, source)
+            if not calls and not wanted and not all_said(call, parameters, source):
+                return [], 0  # further candidates would repeat its values: don't decode them
             if calls and not grounded(call, calls, source):
                 break
             tokens += generation.stats.decode_tokens
