@@ -111,7 +111,8 @@ class SyscallCall:
 def register_syscalls(register: Callable[..., None]) -> None:
     """Register this plugin's syscalls.
 
-    Call ``register(function, name=None, capabilities=())`` once per syscall.
+    Call ``register(function, name=None, capabilities=(), examples=(), output=None,
+    timeout=None)`` once per syscall.
     ``function`` is a typed function with a docstring: its JSON schema comes from
     the signature (``str``, ``int``, ``float``, ``bool``, ``list[X]``, ``Literal[...]``
     enums, defaults) and the docstring's ``Args:`` section (descriptions). A
@@ -121,13 +122,23 @@ def register_syscalls(register: Callable[..., None]) -> None:
     (``reads_fs``, ``writes_fs``, ``irreversible``, ``uses_cpu``, ``audio_out``,
     ``reads_host``); the kernel's approval policy uses them.
 
+    ``examples`` are a few requests as a user would type them that this syscall
+    serves ("Translate 'good morning' into German"): the kernel's router compares
+    each request with them to choose the syscalls a request needs. ``output`` says
+    what of the result the user sees as the reply, the way a command prints its
+    output: a key of a dict result (``"translation"``), ``"*"`` for the whole
+    result, or None (the default) when the result is data the model answers from
+    (a file read to answer a question about it). ``timeout`` is how many seconds a
+    call may take before the kernel cuts it off (None: the configured default).
+
     Raising here marks the plugin broken; the other plugins still load.
 
     Example::
 
         @hookimpl
         def register_syscalls(register):
-            register(delete_file, capabilities=["writes_fs", "irreversible"])
+            register(delete_file, capabilities=["writes_fs", "irreversible"],
+                     examples=["Delete /notes/old.txt"], output="deleted")
     """
 
 

@@ -84,8 +84,10 @@ class PluginLoader:
             name = impl.plugin_name
             pending = []
 
-            def register(function, name=None, capabilities=(), *, _driver=name, _pending=pending):
-                _pending.append(make_syscall(function, name=name, capabilities=capabilities, driver=_driver))
+            def register(function, name=None, capabilities=(), *, examples=(), output=None, timeout=None,
+                         _driver=name, _pending=pending):
+                _pending.append(make_syscall(function, name=name, capabilities=capabilities, driver=_driver,
+                                             examples=examples, output=output, timeout=timeout))
 
             try:
                 impl.function(register=register)

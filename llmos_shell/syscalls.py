@@ -80,6 +80,13 @@ class Syscall:
     driver: str = ""
     wants_ctx: bool = False
     declared: bool = False  # a function declared by a task: calls are returned, not run
+    #: Requests as a user types them that this syscall serves (the kernel's router learns from them).
+    examples: tuple[str, ...] = ()
+    #: What of the result the user is shown as the reply: a key of a dict result, "*" for the whole
+    #: result, None when the result is data the model answers from (a file read to answer a question).
+    output: str | None = None
+    #: Seconds a call may take before it is cut off (None: the kernel's default).
+    timeout: float | None = None
 
     @property
     def irreversible(self) -> bool:
@@ -178,7 +185,8 @@ def function_schema(function: Callable[..., Any]) -> tuple[str, dict[str, Any], 
 
 
 def make_syscall(function: Callable[..., Any], *, name: str | None = None,
-                 capabilities: typing.Iterable[str] = (), driver: str = "") -> Syscall:
+                 capabilities: typing.Iterable[str] = (), driver: str = "", examples: typing.Iterable[str] = (),
+                 output: str | None = None, timeout: float | None = None) -> Syscall:
     """Build a :class:`Syscall` from a typed, documented function."""
     if not callable(function):
         raise SyscallError(f"register() needs a function, got {function!r}")
@@ -188,9 +196,17 @@ def make_syscall(function: Callable[..., Any], *, name: str | None = None,
     unknown = set(capabilities) - CAPABILITIES.keys()
     if unknown:
         raise SyscallError(f"{name}: unknown capabilities {sorted(unknown)}; known: {sorted(CAPABILITIES)}")
+    examples = tuple(examples)
+    if not all(isinstance(e, str) and e.strip() for e in examples):
+        raise SyscallError(f"{name}: examples must be non-empty strings (requests as a user types them)")
+    if output is not None and not isinstance(output, str):
+        raise SyscallError(f"{name}: output names a field of the result (or '*' for all of it)")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise SyscallError(f"{name}: timeout must be a positive number of seconds")
     description, parameters, wants_ctx = function_schema(function)
     return Syscall(name=name, function=function, description=description, parameters=parameters,
-                   capabilities=frozenset(capabilities), driver=driver, wants_ctx=wants_ctx)
+                   capabilities=frozenset(capabilities), driver=driver, wants_ctx=wants_ctx,
+                   examples=examples, output=output, timeout=timeout)
 
 
 def declared_syscall(spec: dict[str, Any]) -> Syscall:
