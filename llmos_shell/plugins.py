@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "llmos_plugins.summarise",
     "llmos_plugins.vision",
     "llmos_plugins.speech",
+    "llmos_plugins.system",
 )
 
 ENTRY_POINT_GROUP = "llmos_shell"
