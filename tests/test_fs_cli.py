@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from fs_fixtures import run_llmos
 
@@ -32,13 +33,85 @@ def test_put_ls_cat_get_round_trip(tmp_path):
     assert run_llmos(home, "fs", "cat", "/in/b.bin").stdout == blob
 
     summary = json.loads(ok(run_llmos(home, "fs", "get", "--json", "/in", str(tmp_path / "out"))))
-    assert summary["files"] == 2
-    assert (tmp_path / "out" / "in" / "b.bin").read_bytes() == blob
+    assert summary["files"] == 2 and summary["path"] == str(tmp_path / "out")
+    assert (tmp_path / "out" / "b.bin").read_bytes() == blob  # `out` did not exist: it is the copy of /in
     ok(run_llmos(home, "fs", "get", "/in/a.txt", cwd=tmp_path))  # default: the current directory
     assert (tmp_path / "a.txt").read_text() == "alpha beta\n"
 
     assert ok(run_llmos(home, "fs", "put", "-", "/stdin.txt", input=b"from a pipe")) .startswith("/stdin.txt")
     assert run_llmos(home, "fs", "cat", "/stdin.txt").stdout == b"from a pipe"
+
+
+def test_get_follows_cp(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    with Filesystem.open(home / "llmos.db") as fs:
+        fs.write("/docs/b.bin", b"\x00\x01binary")
+        fs.write("/docs/sub/c.txt", "c")
+    out = tmp_path / "out"
+    out.mkdir()
+    # a destination that does not exist is the new file's path, not a folder to put it in
+    ok(run_llmos(home, "fs", "get", "/docs/b.bin", str(out / "b.bin")))
+    assert (out / "b.bin").is_file() and (out / "b.bin").read_bytes() == b"\x00\x01binary"
+    ok(run_llmos(home, "fs", "get", "/docs/b.bin", str(out / "renamed.bin")))
+    assert (out / "renamed.bin").read_bytes() == b"\x00\x01binary"
+    # an existing folder receives it under its own name
+    folder = out / "folder"
+    folder.mkdir()
+    ok(run_llmos(home, "fs", "get", "/docs/b.bin", str(folder)))
+    assert sorted(os.listdir(folder)) == ["b.bin"]
+    # a directory: into an existing folder, or as a new one
+    ok(run_llmos(home, "fs", "get", "/docs", str(folder)))
+    assert (folder / "docs" / "sub" / "c.txt").read_text() == "c"
+    ok(run_llmos(home, "fs", "get", "/docs", str(out / "copy")))
+    assert sorted(os.listdir(out / "copy")) == ["b.bin", "sub"]
+    # over an existing file: replaced (refused with -n)
+    ok(run_llmos(home, "fs", "get", "/docs/sub/c.txt", str(out / "b.bin")))
+    assert (out / "b.bin").read_text() == "c"
+    assert run_llmos(home, "fs", "get", "-n", "/docs/b.bin", str(out / "b.bin")).returncode == 1
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "home" not in p.parts)
+    # the destination's directory must exist; nothing is created on the way
+    missing = run_llmos(home, "fs", "get", "/docs/b.bin", str(out / "nope" / "b.bin"))
+    assert missing.returncode == 1
+    assert missing.stderr.decode() == (f"llmos: error: no such host directory: {out / 'nope'} "
+                                       f"(to write {out / 'nope' / 'b.bin'}, create it first)\n")
+    slash = run_llmos(home, "fs", "get", "/docs/b.bin", str(out / "newdir") + "/")
+    assert slash.returncode == 1 and "no such host directory" in slash.stderr.decode()
+    folder_over_file = run_llmos(home, "fs", "get", "/docs", str(out / "renamed.bin"))
+    assert folder_over_file.returncode == 1 and folder_over_file.stderr.decode().count("\n") == 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "home" not in p.parts) == before
+
+
+def test_put_follows_cp(tmp_path):
+    home = tmp_path / "home"
+    host = tmp_path / "report.txt"
+    host.write_text("quarterly\n")
+    (tmp_path / "tree" / "deep").mkdir(parents=True)
+    (tmp_path / "tree" / "deep" / "x.md").write_text("x")
+    ok(run_llmos(home, "fs", "mkdir", "/inputs"))
+    # into an existing folder, under its own name
+    assert ok(run_llmos(home, "fs", "put", str(host), "/inputs")).startswith("/inputs/report.txt:")
+    # to a new path: that is the file's name
+    assert ok(run_llmos(home, "fs", "put", str(host), "/inputs/renamed.txt")).startswith("/inputs/renamed.txt:")
+    assert ok(run_llmos(home, "fs", "ls", "/inputs")).split() == ["renamed.txt", "report.txt"]
+    assert run_llmos(home, "fs", "cat", "/inputs/renamed.txt").stdout == b"quarterly\n"
+    # a folder: into an existing one, or as a new one
+    ok(run_llmos(home, "fs", "put", str(tmp_path / "tree"), "/inputs"))
+    ok(run_llmos(home, "fs", "put", str(tmp_path / "tree"), "/copy"))
+    assert ok(run_llmos(home, "fs", "find", "*.md")).split() == ["/copy/deep/x.md", "/inputs/tree/deep/x.md"]
+    # the destination's directory must exist
+    missing = run_llmos(home, "fs", "put", str(host), "/nope/report.txt")
+    assert missing.returncode == 1
+    assert missing.stderr.decode() == ("llmos: error: no such directory: /nope "
+                                       "(to import to /nope/report.txt, create it first)\n")
+    stdin = run_llmos(home, "fs", "put", "-", "/nope/a.txt", input=b"x")
+    assert stdin.returncode == 1 and "no such directory: /nope" in stdin.stderr.decode()
+    slash = run_llmos(home, "fs", "put", str(host), "/newdir/")
+    assert slash.returncode == 1 and "no such directory: /newdir" in slash.stderr.decode()
+    over_file = run_llmos(home, "fs", "put", str(tmp_path / "tree"), "/inputs/report.txt")
+    assert over_file.returncode == 1 and "not a directory" in over_file.stderr.decode()
+    assert run_llmos(home, "fs", "ls", "/nope").returncode == 1  # nothing was created on the way
+    assert ok(run_llmos(home, "fs", "ls", "/")).split() == ["copy/", "inputs/"]
 
 
 def test_mkdir_mv_cp_rm_find_grep(tmp_path):

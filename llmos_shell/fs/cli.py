@@ -15,7 +15,8 @@ from typing import Any, Iterable
 
 import click
 
-from llmos_shell.errors import UsageError
+from llmos_shell.errors import FsError, UsageError
+from llmos_shell.fs.paths import normalise, parent
 
 
 def _fs(state):
@@ -63,10 +64,11 @@ def fs_group() -> None:
     start at "/". Examples:
 
     \b
-      llmos fs put report.txt /inputs        # host -> llmos
+      llmos fs put report.txt /inputs        # host -> llmos: /inputs/report.txt
       llmos fs ls -l /inputs
       llmos fs grep quarterly /inputs
-      llmos fs get /outputs ./results        # llmos -> host
+      llmos fs get /outputs ./results        # llmos -> host: ./results/outputs, or
+                                             # ./results itself if it does not exist yet
     """
 
 
@@ -127,11 +129,18 @@ def fs_cat(state, paths: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_obj
 def fs_put(state, host_path: str, dest: str, as_json: bool) -> None:
-    """Import a host file or folder into DEST (default /); `-` reads stdin into the file DEST."""
+    """Copy a host file or folder to DEST (default /), as `cp -r` does.
+
+    An existing directory DEST receives it under its own name; otherwise DEST
+    is its new path, whose directory must exist. `-` reads stdin into the file DEST.
+    """
     fs = _fs(state)
     if host_path == "-":
-        if dest == "/":
+        if dest.endswith("/") or fs.is_dir(dest):
             raise UsageError("`put -` needs a destination file, e.g. llmos fs put - /notes/a.txt")
+        where = parent(normalise(dest))
+        if not fs.is_dir(where):
+            raise FsError(f"no such directory: {where} (to write {normalise(dest)}, create it first)")
         data = click.get_binary_stream("stdin").read()
         info = fs.write(dest, data)
         summary = {"path": info["path"], "files": 1, "dirs": 0, "bytes": info["size"], "skipped": []}
@@ -147,17 +156,21 @@ def fs_put(state, host_path: str, dest: str, as_json: bool) -> None:
 
 @fs_group.command("get")
 @click.argument("path")
-@click.argument("host_dir", required=False, default=".", type=click.Path(file_okay=False))
+@click.argument("dest", required=False, default=".")
 @click.option("--no-clobber", "-n", is_flag=True, help="Refuse to replace existing host files.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_obj
-def fs_get(state, path: str, host_dir: str, no_clobber: bool, as_json: bool) -> None:
-    """Export a file or folder into HOST_DIR (default: the current directory).
+def fs_get(state, path: str, dest: str, no_clobber: bool, as_json: bool) -> None:
+    """Copy a file or folder to the host at DEST (default: the current directory), as `cp -r` does.
 
-    Nothing is ever written outside HOST_DIR: no `..`, no absolute names, no
-    writing through symbolic links.
+    An existing directory DEST receives it under its own name; otherwise DEST
+    is its new path, whose directory must exist. Nothing is ever written
+    outside the directory named: no `..`, no absolute names, no writing through
+    symbolic links.
     """
-    summary = _fs(state).export(path, host_dir, overwrite=not no_clobber)
+    from llmos_shell.fs.host import get
+
+    summary = get(_fs(state), path, dest, overwrite=not no_clobber)
     if as_json:
         _echo_json(summary)
         return

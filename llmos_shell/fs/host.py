@@ -1,5 +1,9 @@
 """The bridge to the host's files: import into the tree, export out of it.
 
+Both directions follow ``cp``: a destination that is an existing directory
+receives the source under its own name; any other destination is the new
+file's (or folder's) own path, and its parent must already exist.
+
 Import reads regular files and folders (symbolic links, sockets, devices and
 FIFOs inside a folder are skipped and reported, never followed or read).
 
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmos_shell.errors import FsError, UsageError
-from llmos_shell.fs.paths import ROOT, basename, join, normalise, safe_host_name, subtree_bounds
+from llmos_shell.fs.paths import ROOT, basename, join, normalise, parent, safe_host_name, subtree_bounds
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_shell.fs.files import FilesMixin
@@ -39,8 +43,9 @@ def import_host(fs: "FilesMixin", host_path: str | os.PathLike, dest: str = ROOT
 
     If ``dest`` is an existing directory the source goes inside it under its
     own name (``put report.txt /inputs`` makes ``/inputs/report.txt``);
-    otherwise ``dest`` is the new name. Returns ``{"path", "files", "dirs",
-    "bytes", "skipped"}`` (``skipped``: host paths not imported, with why).
+    otherwise ``dest`` is the new name, in a directory that must exist (as
+    with ``cp``). Returns ``{"path", "files", "dirs", "bytes", "skipped"}``
+    (``skipped``: host paths not imported, with why).
     """
     source = Path(host_path).expanduser()
     try:
@@ -49,12 +54,19 @@ def import_host(fs: "FilesMixin", host_path: str | os.PathLike, dest: str = ROOT
         raise FsError(f"no such host file: {source}") from None
     except OSError as error:
         raise FsError(f"cannot read {source}: {error.strerror}") from None
+    names_a_directory = str(dest).endswith("/")
     dest = normalise(dest)
     name = source.resolve().name
     summary: dict[str, Any] = {"path": dest, "files": 0, "dirs": 0, "bytes": 0, "skipped": []}
     with fs.transaction():
         if fs.is_dir(dest) and name:
             target = join(dest, _checked_name(name, source))
+        elif names_a_directory:
+            raise FsError(f"no such directory: {dest}")
+        elif not fs.is_dir(parent(dest)):
+            raise FsError(f"no such directory: {parent(dest)} (to import to {dest}, create it first)")
+        elif fs.exists(dest) and stat_mod.S_ISDIR(info.st_mode):
+            raise FsError(f"not a directory: {dest} (cannot import the folder {source} over a file)")
         else:
             target = dest
         summary["path"] = target
@@ -135,50 +147,85 @@ def export(fs: "FilesMixin", path: str, host_dir: str | os.PathLike, *, overwrit
     path = normalise(path)
     host_root = Path(host_dir).expanduser()
     with fs._lock:
-        top = fs.stat(path)
-        entries = _plan(fs, path, top)
+        fs.stat(path)  # a missing source is reported before anything is created on the host
         try:
             host_root.mkdir(parents=True, exist_ok=True)
-            root_fd = os.open(host_root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as error:
             raise FsError(f"cannot write to host directory {host_root}: {error.strerror}") from None
-        summary = {"path": str(host_root / basename(path)) if path != ROOT else str(host_root),
-                   "files": 0, "dirs": 0, "bytes": 0}
-        # Depth first, keeping open only the directories on the way down to the current entry.
-        stack: list[tuple[tuple[str, ...], int]] = [((), root_fd)]
-        try:
-            for parts, row in entries:
-                while stack[-1][0] != parts[:-1]:
-                    os.close(stack.pop()[1])
-                parent_fd = stack[-1][1]
-                if row["kind"] == "dir":
-                    stack.append((parts, _open_dir(parent_fd, parts, host_root)))
-                    summary["dirs"] += 1
-                else:
-                    content = fs._value("SELECT content FROM files WHERE id = ?", (row["id"],)) or b""
-                    _write_file(parent_fd, parts, bytes(content), row["modified"], host_root, overwrite)
-                    summary["files"] += 1
-                    summary["bytes"] += len(content)
-        finally:
-            for _, fd in stack:
-                os.close(fd)
+        return _copy_out(fs, path, host_root, None if path == ROOT else basename(path), overwrite)
+
+
+def get(fs: "FilesMixin", path: str, dest: str | os.PathLike, *, overwrite: bool = True) -> dict[str, Any]:
+    """Copy file or directory ``path`` to the host as ``cp -r`` does.
+
+    An existing host directory ``dest`` receives ``path`` under its own name
+    (``/`` puts the tree's contents there); otherwise ``dest`` is the new file's
+    or folder's path, in a host directory that must exist. Returns
+    ``{"path", "files", "dirs", "bytes"}``.
+    """
+    path = normalise(path)
+    raw = os.fspath(dest)
+    target = Path(raw).expanduser()
+    with fs._lock:
+        fs.stat(path)
+        if target.is_dir():  # named by the user: following a link here is what they asked
+            return _copy_out(fs, path, target, None if path == ROOT else basename(path), overwrite)
+        if raw.endswith(("/", os.sep)):
+            raise FsError(f"no such host directory: {target}")
+        if not target.parent.is_dir():
+            raise FsError(f"no such host directory: {target.parent} (to write {target}, create it first)")
+        return _copy_out(fs, path, target.parent, target.name, overwrite)
+
+
+def _copy_out(fs: "FilesMixin", path: str, host_root: Path, name: str | None,
+              overwrite: bool) -> dict[str, Any]:
+    """Write ``path`` into the existing host directory ``host_root`` as ``name``
+    (``None``: the tree's contents, for ``/``)."""
+    top = fs.stat(path)
+    entries = _plan(fs, path, top, name)
+    try:
+        root_fd = os.open(host_root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as error:
+        raise FsError(f"cannot write to host directory {host_root}: {error.strerror}") from None
+    summary = {"path": str(host_root / name) if name else str(host_root), "files": 0, "dirs": 0, "bytes": 0}
+    # Depth first, keeping open only the directories on the way down to the current entry.
+    stack: list[tuple[tuple[str, ...], int]] = [((), root_fd)]
+    try:
+        for parts, row in entries:
+            while stack[-1][0] != parts[:-1]:
+                os.close(stack.pop()[1])
+            parent_fd = stack[-1][1]
+            if row["kind"] == "dir":
+                stack.append((parts, _open_dir(parent_fd, parts, host_root)))
+                summary["dirs"] += 1
+            else:
+                content = fs._value("SELECT content FROM files WHERE id = ?", (row["id"],)) or b""
+                _write_file(parent_fd, parts, bytes(content), row["modified"], host_root, overwrite)
+                summary["files"] += 1
+                summary["bytes"] += len(content)
+    finally:
+        for _, fd in stack:
+            os.close(fd)
     return summary
 
 
-def _plan(fs: "FilesMixin", path: str, top: dict[str, Any]) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
-    """Every row to export with its host-relative segments, all checked before anything is written."""
+def _plan(fs: "FilesMixin", path: str, top: dict[str, Any],
+          name: str | None) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    """Every row to export with its host-relative segments (``path`` itself becomes ``name``),
+    all checked before anything is written."""
     rows = [fs._one("SELECT id, path, kind, modified FROM files WHERE path = ?", (path,))]
     if top["kind"] == "dir":
         low, high = subtree_bounds(path)
         rows += fs._all("SELECT id, path, kind, modified FROM files WHERE path > ? AND path < ? ORDER BY path",
                         (low, high))
-    start = 0 if path == ROOT else len(path) - len(basename(path))
+    head = (name,) if name else ()
+    inside = len(path.rstrip("/")) + 1  # where a row's path below ``path`` starts
     plan = []
     for row in rows:
-        if row["path"] == ROOT:
-            continue
-        relative = row["path"][start:] if path != ROOT else row["path"][1:]
-        parts = tuple(relative.split("/"))
+        below = () if row["path"] == path else tuple(row["path"][inside:].split("/"))
+        parts = head + below
+        if not parts:
+            continue  # "/" into a directory: only its contents are written
         if not row["path"].startswith("/") or not all(safe_host_name(part) for part in parts):
             raise UsageError(f"refusing to export {row['path']!r}: it is not a plain relative name")
         plan.append((parts, row))
