@@ -9,6 +9,7 @@ expected. Each task runs as a process of its own.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ import jsonschema
 import yaml
 
 from llmos_shell.errors import EXIT_DENIED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, LlmosError, UsageError
+
+log = logging.getLogger("llmos.tasks")
 
 FRONT_MATTER_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -102,9 +105,10 @@ def parse_task(text: str, source: str, base: Path) -> Task:
 
         try:
             declared_syscall(spec)
-        except (LlmosError, jsonschema.exceptions.SchemaError) as problem:
-            text_ = getattr(problem, "message", str(problem)).splitlines()[0]
-            raise UsageError(f"functions.{index}.parameters: not a valid JSON Schema ({text_})") from None
+        except (LlmosError, jsonschema.exceptions.SchemaError, RecursionError) as problem:
+            text_ = (getattr(problem, "message", None) or str(problem) or type(problem).__name__).splitlines()[0]
+            raise UsageError(f"functions.{index}.parameters: function {spec.get('name')!r}: "
+                             f"not a valid JSON Schema ({text_[:200]})") from None
     if not body.strip():
         raise UsageError("the task has no request (the body after the front matter is empty)")
     inputs = []
@@ -146,30 +150,46 @@ def load_task(source: str) -> Task:
 # --- running ------------------------------------------------------------------------------
 
 def run_task(system, task: Task, *, approve: str | None, max_steps: int | None) -> dict[str, Any]:
-    """Run one checked task as a process; return its result object (DESIGN.md's JSON)."""
+    """Run one checked task as a process; return its result object (DESIGN.md's JSON).
+
+    Whatever goes wrong inside (a bug, a driver's or the decoder's ``ValueError``), the task
+    gets a result with status ``error`` and its process ends marked ``error``: one task never
+    takes the rest of a batch down. Only a bad task (``UsageError``) and Ctrl-C escape.
+    """
     from llmos_shell.kernel import Kernel, TurnResult
 
     started = time.perf_counter()
     kernel = Kernel(system, approve=approve or task.get("approve", "never"),
                     max_steps=max_steps or task.get("max_steps", 8))
-    if task.inputs:
-        system.fs.mkdir("/inputs", parents=True)
-    for path in task.inputs:  # /inputs/NAME, replacing the copy an earlier run left
-        system.fs.import_host(str(path), "/inputs")
-    process = kernel.spawn(task.source, functions=task.get("functions"), drivers=task.get("drivers"))
-    seed, temperature = task.get("seed"), float(task.get("temperature", 0.0))
+    process = None
     turns: list[TurnResult] = []
-    for request in [task.body, *task.get("turns", [])]:
-        turns.append(kernel.run(process, request, seed=seed, temperature=temperature))
-        if turns[-1].status != "ok":
-            break
+    try:
+        if task.inputs:
+            system.fs.mkdir("/inputs", parents=True)
+        for path in task.inputs:  # /inputs/NAME, replacing the copy an earlier run left
+            system.fs.import_host(str(path), "/inputs")
+        process = kernel.spawn(task.source, functions=task.get("functions"), drivers=task.get("drivers"))
+        seed, temperature = task.get("seed"), float(task.get("temperature", 0.0))
+        for request in [task.body, *task.get("turns", [])]:
+            turns.append(kernel.run(process, request, seed=seed, temperature=temperature))
+            if turns[-1].status != "ok":
+                break
+        last = turns[-1]
+        if last.status == "ok" and task.get("output"):
+            system.fs.write(task.get("output"), last.output)
+    except UsageError:
+        raise
+    except Exception as error:  # not the user's fault: one line in the result, the traceback in the log
+        log.exception("task %s failed", task.source)
+        turns.append(TurnResult(status="error", error=_one_line(error)))
+        if process is not None:
+            _mark_failed(kernel, process)
     last = turns[-1]
-    if last.status == "ok" and task.get("output"):
-        system.fs.write(task.get("output"), last.output)
     cpu = system.cpu
     usage = {key: sum(t.usage[key] for t in turns) for key in last.usage}
     return {
-        "task": task.source, "status": last.status, "output": last.output, "pid": process.pid,
+        "task": task.source, "status": last.status, "output": last.output,
+        "pid": process.pid if process is not None else None,
         "error": last.error,
         "syscalls": [record.as_dict() for t in turns for record in t.syscalls],
         "model": {"name": cpu.name, "sha256": cpu.sha256},
@@ -179,14 +199,32 @@ def run_task(system, task: Task, *, approve: str | None, max_steps: int | None) 
     }
 
 
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if len(text) > 300:
+        text = text[:299] + "…"
+    return f"internal error: {type(error).__name__}: {text}" if text else f"internal error: {type(error).__name__}"
+
+
+def _mark_failed(kernel, process) -> None:
+    try:
+        kernel.finish(process, "error")
+    except Exception:  # the database itself is failing: the log has it, the result line still comes
+        log.exception("could not mark process %s as failed", process.pid)
+
+
 @click.command("run")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per task (one per line).")
+@click.option("--model", "-m", "model",
+              help="Model for these tasks (manifest name or .gguf path); wins over `llmos --model` and "
+                   "LLMOS_MODEL. [default: the tasks' model, else the configured one]")
 @click.option("--approve", type=click.Choice(["ask", "auto", "never"]),
               help="Approval of irreversible syscalls. [default: the task's, else never]")
 @click.option("--max-steps", type=click.IntRange(1, 100), help="Most CPU steps per request. [default: 8]")
 @click.pass_obj
-def run_command(state, files: tuple[str, ...], as_json: bool, approve: str | None, max_steps: int | None) -> None:
+def run_command(state, files: tuple[str, ...], as_json: bool, model: str | None, approve: str | None,
+                max_steps: int | None) -> None:
     """Run task FILES headless ("-" reads one task from stdin).
 
     Plain output is each reply on stdout. Exit codes: 0 ok (also a task that ends in declared
@@ -206,7 +244,9 @@ def run_command(state, files: tuple[str, ...], as_json: bool, approve: str | Non
     if tasks:
         models = {task.get("model") for task in tasks if task.get("model")}
         model_option = click.get_current_context().find_root().params.get("model")  # --model or LLMOS_MODEL
-        if not model_option and len(models) == 1:
+        if model:
+            state.config.model = model  # `llmos run --model M`: the user named it for these tasks
+        elif not model_option and len(models) == 1:
             state.config.model = models.pop()  # the tasks' model, unless the user named one
         state.system.cpu  # load the model once, before the batch: a bad model fails here with exit 2
     bar = tqdm(tasks, desc="tasks", unit="task", file=sys.stderr, disable=len(tasks) < 2 or not sys.stderr.isatty())

@@ -135,6 +135,20 @@ def test_json_output_fields(tmp_path, home, small_model_path):
     assert log.returncode == 0, log.stderr
 
 
+def test_run_takes_the_documented_options_after_the_files(tmp_path, home, small_model_path):
+    path = write(tmp_path, "---\ndrivers: []\nmax_steps: 1\n---\nSay hello.")
+    # the documented form; the run-level --model wins over the global one
+    result = run_llmos("--model", "no-such-model", "run", str(path), "--json", "--model", TEST_MODEL,
+                       "--approve", "never", "--max-steps", "1", home=home)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["status"] == "ok" and data["model"]["name"] == TEST_MODEL
+    short = run_llmos("run", str(path), "-m", TEST_MODEL, home=home)
+    assert short.returncode == 0 and short.stdout.strip(), short.stderr
+    unknown = run_llmos("run", str(path), "--model", "no-such-model", home=home)
+    assert "no-such-model" in assert_one_line_error(unknown, 2)
+
+
 def test_same_seed_same_output(tmp_path, home, small_model_path):
     path = write(tmp_path, "---\ndrivers: []\nseed: 11\ntemperature: 0.9\n---\nWrite one line about rain.")
     first = run_llmos("--model", TEST_MODEL, "run", str(path), home=home)
