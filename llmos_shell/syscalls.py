@@ -210,11 +210,45 @@ def make_syscall(function: Callable[..., Any], *, name: str | None = None,
 
 
 def declared_syscall(spec: dict[str, Any]) -> Syscall:
-    """A function declared by a task file (OpenAI/BFCL JSON-Schema style): calls are returned, not run."""
+    """A function declared by a task file (OpenAI/BFCL JSON-Schema style): calls are returned, not run.
+
+    Any valid JSON Schema is accepted (the decoding grammar loosens what it cannot express;
+    arguments are validated against the schema itself). One that is not valid, or whose
+    ``$ref`` points nowhere inside it, raises ``UsageError`` or ``jsonschema``'s ``SchemaError``.
+    """
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise UsageError("a declared function needs a 'name'")
     parameters = normalise_schema(spec.get("parameters") or {"type": "object", "properties": {}})
+    if not isinstance(parameters, dict):
+        raise UsageError("parameters must be a JSON Schema object")
     jsonschema.Draft202012Validator.check_schema(parameters)
+    # Only references inside the schema are followed (nothing is fetched): check them all now,
+    # not when a call's arguments first reach one.
+    resolver = Registry().with_resource("urn:llmos:parameters", DRAFT202012.create_resource(parameters)) \
+        .resolver("urn:llmos:parameters")
+    data = {"enum", "const", "default", "examples"}  # values, not schemas: a "$ref" there is data
+
+    def refs(node: Any) -> typing.Iterator[str]:
+        if isinstance(node, list):
+            for item in node:
+                yield from refs(item)
+        elif isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                yield node["$ref"]
+            for key, value in node.items():
+                if key not in data:
+                    yield from refs(value)
+
+    for ref in refs(parameters):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            raise UsageError(f"$ref {ref!r} points nowhere in the schema "
+                             "(only references inside it are followed)") from None
 
     def not_executed(**_: Any) -> Any:  # pragma: no cover - never called
         raise SyscallError(f"{spec['name']} is declared, not executable")
@@ -228,24 +262,59 @@ _TYPE_ALIASES = {"dict": "object", "float": "number", "int": "integer", "str": "
 
 
 def normalise_schema(schema: Any) -> Any:
-    """Turn BFCL-style types ("dict", "float", "tuple", "any") into JSON Schema ones."""
+    """Turn BFCL-style types ("dict", "float", "tuple", "any", "String") into JSON Schema ones.
+
+    Boolean subschemas become the objects that mean the same (``true``: ``{}``, ``false``:
+    ``{"not": {}}``) so that code reading a schema only meets objects; ``additionalProperties:
+    false`` stays as it is. Values (``enum``, ``const``, ``default``, ``examples``) are never
+    rewritten, and a list is normalised item by item.
+    """
+    maps = {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+    lists = {"anyOf", "oneOf", "allOf", "prefixItems"}
+    single = {"items", "additionalItems", "contains", "not", "if", "then", "else", "propertyNames",
+              "unevaluatedItems", "additionalProperties", "unevaluatedProperties"}
+
+    def sub(value: Any) -> Any:  # a subschema
+        if value is True:
+            return {}
+        if value is False:
+            return {"not": {}}
+        return normalise_schema(value)
+
+    def mapped_type(name: Any) -> Any:
+        if not isinstance(name, str):
+            return name
+        lowered = name.lower()
+        if lowered in _TYPE_ALIASES:
+            return _TYPE_ALIASES[lowered]
+        known = {"object", "array", "string", "number", "integer", "boolean", "null"}
+        return lowered if lowered in known else name
+
     if isinstance(schema, list):
         return [normalise_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key == "type" and isinstance(value, str) and value.lower() in _TYPE_ALIASES:
-            mapped = _TYPE_ALIASES[value.lower()]
-            if mapped is None:
+        if key == "type":
+            types = [mapped_type(t) for t in (value if isinstance(value, list) else [value])]
+            if None in types:  # "any": no type constraint at all
                 continue
-            out[key] = mapped
-        elif key in ("properties",) and isinstance(value, dict):
-            out[key] = {k: normalise_schema(v) for k, v in value.items()}
+            types = list(dict.fromkeys(types)) if all(isinstance(t, str) for t in types) else types
+            out[key] = types if isinstance(value, list) else types[0]
+        elif key in maps and isinstance(value, dict):
+            out[key] = {k: sub(v) for k, v in value.items()}
+        elif key in lists and isinstance(value, list):
+            out[key] = [sub(v) for v in value]
+        elif key in single and isinstance(value, dict):
+            out[key] = normalise_schema(value)
+        elif key in single and isinstance(value, bool) and key not in ("additionalProperties",
+                                                                         "unevaluatedProperties"):
+            out[key] = sub(value)
         elif key == "required" and isinstance(value, list):
             out[key] = [v for v in value if isinstance(v, str)]
         else:
-            out[key] = normalise_schema(value)
+            out[key] = value
     if "required" in out and isinstance(out.get("properties"), dict):
         out["required"] = [r for r in out["required"] if r in out["properties"]]
     return out
