@@ -1,0 +1,210 @@
+"""The router and the kernel's planned steps: which syscalls a request gets, pipes, outputs, paths.
+
+The router runs for real (the MiniLM encoder from its PyPI package, no model); the kernel's
+steps run with the scripted CPU and a test driver whose syscalls declare examples.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmos_shell import hookimpl
+from llmos_shell.grammar import write_calls
+from llmos_shell.kernel import Kernel
+from llmos_shell.router import Router, clauses, describe
+from llmos_shell.testing import FakeCpu, make_system
+
+RAN: list[tuple[str, dict]] = []
+
+
+def read_note(path: str) -> str:
+    """Read a text file.
+
+    Args:
+        path: The file to read.
+    """
+    RAN.append(("read_note", {"path": path}))
+    return "Reminder: dinner with Ana at 7."
+
+
+def shout(text: str, style: str = "caps") -> dict:
+    """Repeat a text loudly.
+
+    Args:
+        text: What to shout.
+        style: How to shout it.
+    """
+    RAN.append(("shout", {"text": text, "style": style}))
+    return {"loud": text.upper() + "!", "style": style}
+
+
+def store(path: str, content: str, append: bool = False) -> dict:
+    """Store a text in a file.
+
+    Args:
+        path: Where to store it.
+        content: The text.
+        append: Add to the end instead of replacing.
+    """
+    RAN.append(("store", {"path": path, "content": content, "append": append}))
+    return {"done": f"stored {len(content)} characters in {path}"}
+
+
+def wipe(path: str) -> dict:
+    """Delete a file for good.
+
+    Args:
+        path: The file to delete.
+    """
+    RAN.append(("wipe", {"path": path}))
+    return {"done": f"wiped {path}"}
+
+
+class Driver:
+    @hookimpl
+    def register_syscalls(self, register):
+        register(read_note, reads=["text/*"], examples=[
+            "What is in /notes/todo.txt?", "Read /docs/letter.txt", "Show me /notes/plan.md",
+            "What does /notes/list.txt say?", "Open /docs/a.txt and tell me what it says"])
+        register(shout, input="text", output="loud", examples=[
+            "Shout 'hello there'", "Say 'watch out' loudly", "Yell 'fire'", "Shout this: we won the match",
+            "and shout it", "Scream 'help' as loud as you can"])
+        register(store, capabilities=["writes_fs"], input="content", output="done", examples=[
+            "Store 'milk and eggs' in /notes/shop.txt", "Save 'call mum' to /notes/todo.txt",
+            "and save it in /notes/x.txt", "Write 'hello' into /tmp/hi.txt", "then store it in /docs/out.txt"])
+        register(wipe, capabilities=["writes_fs", "irreversible"], output="done", examples=[
+            "Delete /notes/old.txt", "Remove the file /photos/cat.png", "Erase /tmp/log.txt", "rm /docs/x.txt",
+            "Get rid of /downloads/setup.log"])
+
+
+@pytest.fixture
+def system(tmp_path):
+    RAN.clear()
+    cpu = FakeCpu()
+    system = make_system(tmp_path, plugins=[], cpu=cpu)
+    system.pm.register(Driver(), name="testdriver")
+    from llmos_shell.plugins import PluginLoader
+
+    PluginLoader(system.pm, system.table).register_syscalls()
+    system.fs.write("/notes/dinner.txt", "Reminder: dinner with Ana at 7.")
+    yield system
+    system.close()
+
+
+def call(name: str, **arguments) -> str:
+    return write_calls([{"name": name, "arguments": arguments}])
+
+
+# --- the router alone ---------------------------------------------------------------------
+
+def test_clauses_split_actions_but_never_quotes():
+    assert clauses("Translate 'salt and pepper' into French and save it in /notes/x.txt") == [
+        "Translate 'salt and pepper' into French", "save it in /notes/x.txt"]
+    assert clauses("Shout 'hi', then store it in /a.txt") == ["Shout 'hi'", "store it in /a.txt"]
+    assert clauses("What is in /notes/todo.txt?") == ["What is in /notes/todo.txt?"]
+
+
+def test_describe_names_paths_by_kind_and_hides_quoted_words():
+    kinds = {"/photos/cat.png": "image/png", "/music": "inode/directory"}
+    assert describe("What is on /photos/cat.png?", kinds.get) == "What is on the image file?"
+    assert describe("List /music", kinds.get) == "List the folder"
+    assert describe("Save 'buy milk' to /notes/new.txt", kinds.get) == "Save 'some text' to the text file"
+    assert describe("Please summarise: " + "word " * 20, kinds.get) == "Please summarise: some text"
+    # an apostrophe inside a word quotes nothing
+    assert describe("What is Ana's number? It's in /data/people.csv", kinds.get).startswith("What is Ana's")
+
+
+def test_plans_for_the_test_driver(system):
+    router = Router()
+    kinds = Kernel(system).kind_of
+
+    def plan(text):
+        return router.plan(text, system.table, kinds).names
+
+    assert plan("Hello! How are you today?") == []
+    assert plan("Who wrote Hamlet?") == []
+    assert plan("Wipe /notes/dinner.txt") == ["wipe"]
+    assert plan("Yell 'good morning'") == ["shout"]
+    assert plan("What does /notes/dinner.txt say?") == ["read_note"]
+    # a later clause adds a step; a syscall on text the request does not give reads the named file first
+    assert plan("Shout 'we are open' and save it in /notes/sign.txt") == ["shout", "store"]
+    assert plan("Shout /notes/dinner.txt") == ["read_note", "shout"]
+    # the file to write is the target, not something to read first
+    assert plan("Store 'more' in /notes/dinner.txt") == ["store"]
+
+
+@pytest.mark.slow
+def test_bundled_drivers_on_held_out_requests(tmp_path):
+    """The bundled drivers' examples generalise: requests never looked at while choosing them."""
+    from bench.router import kind_of_files  # the benchmark's own scoring, reused
+
+    cases = [c for c in json.loads((Path(__file__).parents[1] / "bench/data/requests.json").read_text())
+             if c["split"] == "held"]
+    system = make_system(tmp_path, strict=True)
+    try:
+        router = Router()
+        right = sum(router.plan(c["request"], system.table, kind_of_files(c.get("files", []))).names == c["plan"]
+                    for c in cases)
+    finally:
+        system.close()
+    assert right / len(cases) >= 0.85, f"{right} of {len(cases)}"
+
+
+# --- the kernel's steps -------------------------------------------------------------------
+
+def test_chat_gets_no_syscall_and_no_table_in_the_prompt(system):
+    system.cpu.enqueue("Hello! I am fine.")
+    kernel = Kernel(system)
+    result = kernel.run(kernel.spawn("t"), "Hello! How are you today?")
+    assert result.status == "ok" and result.output == "Hello! I am fine." and result.syscalls == []
+    assert RAN == [] and "shout" not in system.cpu.prompts[-1]
+
+
+def test_a_read_with_a_fixed_path_needs_no_model_call(system):
+    system.cpu.enqueue("Ana, at 7.")
+    kernel = Kernel(system)
+    result = kernel.run(kernel.spawn("t"), "Who is dinner with? It says in /notes/dinner.txt")
+    assert [r.name for r in result.syscalls] == ["read_note"]
+    assert RAN == [("read_note", {"path": "/notes/dinner.txt"})]
+    # read_note declares no output: the model answers from the result, asked once
+    assert result.output == "Ana, at 7." and len(system.cpu.prompts) == 1
+
+
+def test_quoted_text_is_piped_and_the_output_is_the_reply(system):
+    # the model only decodes what the kernel cannot know (the style); the text comes from the quotes
+    system.cpu.enqueue(call("shout", style="caps"))
+    kernel = Kernel(system)
+    result = kernel.run(kernel.spawn("t"), "Yell 'good morning'")
+    assert RAN == [("shout", {"text": "good morning", "style": "caps"})]
+    assert result.output == "GOOD MORNING!" and result.status == "ok"
+
+
+def test_two_steps_pipe_the_first_output_into_the_second(system):
+    system.cpu.enqueue(call("shout", style="caps"))
+    kernel = Kernel(system)
+    result = kernel.run(kernel.spawn("t"), "Shout 'we are open' and save it in /notes/sign.txt")
+    assert [r.name for r in result.syscalls] == ["shout", "store"]
+    # the path is the one the request names, the content the previous output; no flag nobody asked for
+    assert RAN[-1] == ("store", {"path": "/notes/sign.txt", "content": "WE ARE OPEN!", "append": False})
+    # what was made and where it went are both shown
+    assert result.output == "WE ARE OPEN!\n\nstored 12 characters in /notes/sign.txt"
+
+
+def test_a_failed_step_is_reported_not_hidden(system):
+    kernel = Kernel(system)
+    result = kernel.run(kernel.spawn("t"), "Wipe /notes/dinner.txt")   # denied under "never"
+    assert result.status == "denied" and RAN == [] and system.fs.exists("/notes/dinner.txt")
+
+
+def test_an_irreversible_call_from_tool_output_is_not_run_under_auto(system):
+    kernel = Kernel(system, approve="auto")
+    process = kernel.spawn("t")
+    syscall = process.table.get("wipe")
+    from llmos_shell.kernel import Events
+
+    # the user asked about dinner; the path to wipe was never in their words
+    assert not kernel._allowed(syscall, {"path": "/photos/cat.png"}, Events(), "What does my note say?")
+    assert kernel._allowed(syscall, {"path": "/photos/cat.png"}, Events(), "Wipe /photos/cat.png")
