@@ -224,6 +224,15 @@ def test_a_reply_that_repeats_the_prompt_is_retried(tmp_path, monkeypatch):
     assert result["translation"] == "SOLO SALIDA" and len(cpu.prompts) == 3
 
 
+def test_a_reply_in_another_language_than_the_target_is_retried(tmp_path, monkeypatch):
+    needs_lingua()
+    monkeypatch.setenv("LLMOS_TRANSLATE_BACKEND", "cpu")
+    cpu = FakeCpu(["Bitte übersetzen Sie diesen Satz ins Deutsche.", "Por favor, traduce esta frase al alemán."])
+    machine = make_system(tmp_path, cpu=cpu, strict=True)
+    result = machine.call("translate", {"text": "Please translate this sentence into German.", "target_lang": "es"})
+    assert result["translation"] == "Por favor, traduce esta frase al alemán." and len(cpu.prompts) == 2
+
+
 def test_a_model_that_keeps_leaking_is_an_error_not_an_answer(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMOS_TRANSLATE_BACKEND", "cpu")
     cpu = FakeCpu(responder=lambda prompt: "Translation notes: translate the text")
