@@ -99,19 +99,16 @@ def test_put_follows_cp(tmp_path):
     ok(run_llmos(home, "fs", "put", str(tmp_path / "tree"), "/inputs"))
     ok(run_llmos(home, "fs", "put", str(tmp_path / "tree"), "/copy"))
     assert ok(run_llmos(home, "fs", "find", "*.md")).split() == ["/copy/deep/x.md", "/inputs/tree/deep/x.md"]
-    # the destination's directory must exist
-    missing = run_llmos(home, "fs", "put", str(host), "/nope/report.txt")
-    assert missing.returncode == 1
-    assert missing.stderr.decode() == ("llmos: error: no such directory: /nope "
-                                       "(to import to /nope/report.txt, create it first)\n")
-    stdin = run_llmos(home, "fs", "put", "-", "/nope/a.txt", input=b"x")
-    assert stdin.returncode == 1 and "no such directory: /nope" in stdin.stderr.decode()
-    slash = run_llmos(home, "fs", "put", str(host), "/newdir/")
-    assert slash.returncode == 1 and "no such directory: /newdir" in slash.stderr.decode()
+    # missing folders on the way are made (the tree is llmos's own: task inputs land like this)
+    assert ok(run_llmos(home, "fs", "put", str(host), "/new/deep/report.txt")).startswith("/new/deep/report.txt:")
+    ok(run_llmos(home, "fs", "put", "-", "/new/a.txt", input=b"x"))
+    assert ok(run_llmos(home, "fs", "put", str(host), "/newdir/")).startswith("/newdir/report.txt:")
+    assert ok(run_llmos(home, "fs", "ls", "/new")).split() == ["a.txt", "deep/"]
+    not_dir = run_llmos(home, "fs", "put", str(host), "/inputs/report.txt/x.txt")
+    assert not_dir.returncode == 1 and "not a directory: /inputs/report.txt" in not_dir.stderr.decode()
     over_file = run_llmos(home, "fs", "put", str(tmp_path / "tree"), "/inputs/report.txt")
     assert over_file.returncode == 1 and "not a directory" in over_file.stderr.decode()
-    assert run_llmos(home, "fs", "ls", "/nope").returncode == 1  # nothing was created on the way
-    assert ok(run_llmos(home, "fs", "ls", "/")).split() == ["copy/", "inputs/"]
+    assert ok(run_llmos(home, "fs", "ls", "/")).split() == ["copy/", "inputs/", "new/", "newdir/"]
 
 
 def test_mkdir_mv_cp_rm_find_grep(tmp_path):

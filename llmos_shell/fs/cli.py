@@ -131,16 +131,14 @@ def fs_cat(state, paths: tuple[str, ...]) -> None:
 def fs_put(state, host_path: str, dest: str, as_json: bool) -> None:
     """Copy a host file or folder to DEST (default /), as `cp -r` does.
 
-    An existing directory DEST receives it under its own name; otherwise DEST
-    is its new path, whose directory must exist. `-` reads stdin into the file DEST.
+    An existing directory DEST (or one written with a trailing /) receives it
+    under its own name; otherwise DEST is its new path. Missing folders on the
+    way are made. `-` reads stdin into the file DEST.
     """
     fs = _fs(state)
     if host_path == "-":
         if dest.endswith("/") or fs.is_dir(dest):
             raise UsageError("`put -` needs a destination file, e.g. llmos fs put - /notes/a.txt")
-        where = parent(normalise(dest))
-        if not fs.is_dir(where):
-            raise FsError(f"no such directory: {where} (to write {normalise(dest)}, create it first)")
         data = click.get_binary_stream("stdin").read()
         info = fs.write(dest, data)
         summary = {"path": info["path"], "files": 1, "dirs": 0, "bytes": info["size"], "skipped": []}

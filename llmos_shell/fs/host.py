@@ -43,8 +43,9 @@ def import_host(fs: "FilesMixin", host_path: str | os.PathLike, dest: str = ROOT
 
     If ``dest`` is an existing directory the source goes inside it under its
     own name (``put report.txt /inputs`` makes ``/inputs/report.txt``);
-    otherwise ``dest`` is the new name, in a directory that must exist (as
-    with ``cp``). Returns ``{"path", "files", "dirs", "bytes", "skipped"}``
+    otherwise ``dest`` is the new name (as with ``cp``); missing folders above
+    it are made, as the tree is llmos's own (``put todo.txt /notes/todo.txt``
+    into a new home works, as users and task inputs expect). Returns ``{"path", "files", "dirs", "bytes", "skipped"}``
     (``skipped``: host paths not imported, with why).
     """
     source = Path(host_path).expanduser()
@@ -61,10 +62,10 @@ def import_host(fs: "FilesMixin", host_path: str | os.PathLike, dest: str = ROOT
     with fs.transaction():
         if fs.is_dir(dest) and name:
             target = join(dest, _checked_name(name, source))
-        elif names_a_directory:
-            raise FsError(f"no such directory: {dest}")
-        elif not fs.is_dir(parent(dest)):
-            raise FsError(f"no such directory: {parent(dest)} (to import to {dest}, create it first)")
+        elif names_a_directory and name:
+            target = join(dest, _checked_name(name, source))
+        elif fs.exists(parent(dest)) and not fs.is_dir(parent(dest)):
+            raise FsError(f"not a directory: {parent(dest)} (cannot import to {dest})")
         elif fs.exists(dest) and stat_mod.S_ISDIR(info.st_mode):
             raise FsError(f"not a directory: {dest} (cannot import the folder {source} over a file)")
         else:
