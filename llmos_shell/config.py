@@ -13,6 +13,8 @@ from pathlib import Path
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
 TEST_MODEL = "smollm2-135m-instruct"
+#: Seconds a syscall may take when neither its driver nor LLMOS_SYSCALL_TIMEOUT says otherwise.
+DEFAULT_SYSCALL_TIMEOUT = 60.0
 
 log = logging.getLogger("llmos")
 
@@ -27,6 +29,8 @@ class Config:
     # Upper bound on the context window, whatever the model was trained for:
     # a bigger window costs memory and prefill time on a 2-core machine.
     max_ctx: int = int(os.environ.get("LLMOS_MAX_CTX", "4096"))
+    # Seconds a syscall may take unless its driver declares its own time-out; 0: no time-out.
+    syscall_timeout: float = DEFAULT_SYSCALL_TIMEOUT
 
     @classmethod
     def load(cls, home: str | Path | None = None, model: str | None = None,
@@ -37,6 +41,7 @@ class Config:
             home=home_path,
             model=model or os.environ.get("LLMOS_MODEL") or DEFAULT_MODEL,
             plugins_dir=Path(plugins).expanduser() if plugins else home_path / "plugins",
+            syscall_timeout=_seconds("LLMOS_SYSCALL_TIMEOUT", DEFAULT_SYSCALL_TIMEOUT),
         )
 
     @property
@@ -57,6 +62,22 @@ class Config:
 
     def ensure_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+
+
+def _seconds(variable: str, default: float) -> float:
+    """A number of seconds from the environment; a bad value is a one-line usage error."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        from llmos_shell.errors import UsageError
+
+        raise UsageError(f"{variable}: {text!r} is not a number of seconds (0 turns the time-out off)")
+    return value
 
 
 def setup_logging(config: Config) -> None:

@@ -11,6 +11,7 @@ import logging
 import threading
 from typing import Any
 
+from llmos_shell import watchdog
 from llmos_shell.config import Config
 from llmos_shell.hookspecs import DriverStatus, SyscallCall, hookimpl
 from llmos_shell.plugins import DEFAULT_PLUGINS, PluginLoader, new_plugin_manager
@@ -117,7 +118,14 @@ class System:
         """Run one syscall through the plugin wrappers (no approval, no model)."""
         syscall = self.table.get(name)
         ctx = SyscallContext(system=self, pid=pid, cancel=cancel or threading.Event())
-        return self.pm.hook.call_syscall(call=SyscallCall(syscall=syscall, arguments=arguments, ctx=ctx))
+        return self.dispatch(SyscallCall(syscall=syscall, arguments=arguments, ctx=ctx))
+
+    def dispatch(self, call: SyscallCall) -> Any:
+        """Run a call through the plugins' ``call_syscall`` under the watchdog: within its
+        time-out (the driver's, else the configured one) or raise SyscallTimeout; stopped with
+        Cancelled once ``call.ctx.cancel`` is set. A driver that does not stop is abandoned."""
+        timeout = watchdog.timeout_for(call.syscall, self.config.syscall_timeout)
+        return watchdog.watched_call(self.pm.hook.call_syscall, call, timeout=timeout)
 
     def driver_statuses(self) -> list[DriverStatus]:
         statuses: list[DriverStatus] = []

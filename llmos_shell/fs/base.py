@@ -97,9 +97,12 @@ def op(method: F) -> F:
 class Store:
     """An open ``llmos.db``: the connection, its lock and its transactions."""
 
-    def __init__(self, conn: sqlite3.Connection, where: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, where: str, run_dir: Path | None = None) -> None:
         self.conn = conn
         self.where = where
+        # Where the lock files of the programs running this database's processes live
+        # (fs/owners.py): ``run/`` next to the file; None for an in-memory database.
+        self.run_dir = run_dir
         self._lock = threading.RLock()
         self._closed = False
         self._savepoints = itertools.count()
@@ -147,7 +150,17 @@ class Store:
         except sqlite3.Error as error:
             conn.close()
             raise translate_error(error, where) from error
-        return cls(conn, where)
+        # Resolved, so that every program finds the same folder however it names the file.
+        store = cls(conn, where, None if name == ":memory:" else Path(name).resolve().parent / "run")
+        try:
+            store.opened()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def opened(self) -> None:
+        """Called once the database is open and migrated (the records mark orphans here)."""
 
     @op
     def close(self) -> None:

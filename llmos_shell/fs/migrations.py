@@ -140,6 +140,21 @@ def m006_snapshots(db: sqlite_utils.Database) -> None:
     """)
 
 
+@migration
+def m007_process_owners(db: sqlite_utils.Database) -> None:
+    # owner: the lock-file token of the llmos program running the process (fs/owners.py), so
+    # that a process whose program died can be told from one still running; owner_pid: that
+    # program's OS pid, for people. Processes left unfinished before owners were recorded
+    # cannot be checked: they are marked crashed now.
+    # (statements one by one: executescript would commit the migration's transaction half-way)
+    now = time.time()
+    db.execute("ALTER TABLE processes ADD COLUMN owner TEXT")
+    db.execute("ALTER TABLE processes ADD COLUMN owner_pid INTEGER")
+    db.execute("CREATE INDEX processes_unfinished ON processes(owner) WHERE status IN ('running', 'ready')")
+    db.execute("UPDATE processes SET status = 'crashed', updated = ?, ended = ? "
+               "WHERE status IN ('running', 'ready')", [now, now])
+
+
 def known() -> list[str]:
     """The names of the migrations this code knows, in order."""
     return [function.__name__ for function in MIGRATIONS]

@@ -4,28 +4,39 @@ The kernel writes every turn (:meth:`RecordsMixin.add_message`) and every
 syscall (:meth:`RecordsMixin.record_syscall`) here as it happens, each in its
 own transaction, so ``llmos ps`` and ``llmos log`` show a run while it goes on
 and after it crashed. Messages are indexed by FTS5 for ``recall``.
+
+Every process records its owner, the llmos program running it (fs/owners.py).
+Each time the database is opened, processes still ``running`` or ``ready``
+whose owner has ended (killed, crashed) are marked ``crashed``, in one
+transaction that re-checks their status, so a process that finished or was
+taken over meanwhile is left alone, and a live owner's process never is.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from typing import Any, Iterable
 
-from llmos_shell.errors import FsError, UsageError
+from llmos_shell.errors import FsError, LlmosError, UsageError
+from llmos_shell.fs import owners
 from llmos_shell.fs.base import Store, op
 from llmos_shell.fs.files import fts_query
+
+log = logging.getLogger("llmos.fs")
 
 #: Statuses after which a process has ended (``ended`` is set when one is reached).
 TERMINAL_STATUSES = frozenset({
     "done", "exited", "ok", "error", "failed", "killed", "cancelled", "interrupted", "denied",
-    "max_steps", "tool_calls",
+    "max_steps", "tool_calls", "crashed",
 })
 
 #: Longest JSON text kept for one syscall's arguments or result in the audit log.
 MAX_LOGGED_CHARS = 64 * 1024
 
-_PROCESS_COLUMNS = "pid, parent, name, status, model, created, updated, ended"
+_PROCESS_COLUMNS = "pid, parent, name, status, model, created, updated, ended, owner_pid"
 _MESSAGE_COLUMNS = "pid, seq, role, content, tokens, swapped, created"
 
 
@@ -69,32 +80,88 @@ class RecordsMixin(Store):
         if pid is not None and self._value("SELECT 1 FROM processes WHERE pid = ?", (pid,)) is None:
             raise FsError(f"no such process: {pid}")
 
+    def _owner(self) -> tuple[str | None, int]:
+        """This program's owner token (None without a run folder) and OS pid."""
+        owner = owners.this_program(self.run_dir) if self.run_dir is not None else None
+        return (owner.token, owner.pid) if owner is not None else (None, os.getpid())
+
     @op
     def create_process(self, name: str, model: str | None = None, parent: int | None = None,
                        status: str = "ready") -> int:
-        """Record a new process; returns its pid (1, 2, ...)."""
+        """Record a new process, owned by this program; returns its pid (1, 2, ...)."""
         now = time.time()
+        token, owner_pid = self._owner()
         with self._atomic():
             self._require_process(parent)
             cursor = self.conn.execute(
-                "INSERT INTO processes (parent, name, status, model, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
-                (parent, str(name), status, model, now, now))
+                "INSERT INTO processes (parent, name, status, model, created, updated, owner, owner_pid) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (parent, str(name), status, model, now, now, token, owner_pid))
             return cursor.lastrowid
 
     @op
     def set_process_status(self, pid: int, status: str) -> None:
-        """Change a process's status; a status in :data:`TERMINAL_STATUSES` also sets ``ended``."""
+        """Change a process's status; a status in :data:`TERMINAL_STATUSES` also sets ``ended``.
+
+        A process set to an unfinished status (``running``) becomes this program's: the program
+        that runs it now is the one whose end would leave it orphaned."""
         now = time.time()
-        ended = now if status in TERMINAL_STATUSES else None
+        if status in TERMINAL_STATUSES:
+            sql = "UPDATE processes SET status = ?, updated = ?, ended = ? WHERE pid = ?"
+            params = (status, now, now, pid)
+        else:
+            token, owner_pid = self._owner()
+            sql = "UPDATE processes SET status = ?, updated = ?, ended = NULL, owner = ?, owner_pid = ? WHERE pid = ?"
+            params = (status, now, token, owner_pid, pid)
         with self._atomic():
-            cursor = self.conn.execute(
-                "UPDATE processes SET status = ?, updated = ?, ended = ? WHERE pid = ?", (status, now, ended, pid))
+            cursor = self.conn.execute(sql, params)
             if cursor.rowcount == 0:
                 raise FsError(f"no such process: {pid}")
 
+    def opened(self) -> None:
+        # An open never fails for want of this: the next one tries again.
+        try:
+            self.mark_crashed()
+        except LlmosError as error:
+            log.warning("could not check for orphaned processes: %s", error)
+
+    @op
+    def mark_crashed(self) -> list[int]:
+        """Mark ``crashed`` every unfinished process whose owning program has ended; return their pids.
+
+        Safe with several programs at once: owners are checked by their lock files (a live
+        one's lock cannot be taken), then one write transaction updates only processes that
+        are still unfinished and still belong to an owner found gone."""
+        if self.run_dir is None:
+            return []
+        # (status IN ('running', 'ready'), word for word: what the partial index of m007 covers)
+        tokens = {row[0] for row in self.conn.execute(
+            "SELECT DISTINCT owner FROM processes WHERE status IN ('running', 'ready') AND owner IS NOT NULL")}
+        # Lock files of programs killed with no unfinished process are swept up too.
+        gone = owners.find_gone(self.run_dir, tokens | owners.listed(self.run_dir))
+        if not gone.tokens:
+            return []
+        try:
+            now = time.time()
+            marks = ",".join("?" * len(gone.tokens))
+            with self.transaction():
+                pids = [row[0] for row in self.conn.execute(
+                    f"SELECT pid FROM processes WHERE status IN ('running', 'ready') AND owner IN ({marks})",
+                    gone.tokens)]
+                self.conn.execute(
+                    f"UPDATE processes SET status = 'crashed', updated = ?, ended = ? "
+                    f"WHERE status IN ('running', 'ready') AND owner IN ({marks})", (now, now, *gone.tokens))
+        except BaseException:
+            gone.release()  # keep the files: the next open tries again
+            raise
+        gone.forget()
+        if pids:
+            log.info("marked crashed (their program ended): pids %s", pids)
+        return pids
+
     @op
     def get_process(self, pid: int) -> dict[str, Any]:
-        """pid, parent, name, status, model, created, updated, ended (times are Unix seconds)."""
+        """pid, parent, name, status, model, created, updated, ended (times are Unix seconds), and
+        owner_pid, the OS pid of the llmos program that last ran it."""
         row = self._one(f"SELECT {_PROCESS_COLUMNS} FROM processes WHERE pid = ?", (pid,))
         if row is None:
             raise FsError(f"no such process: {pid}")
