@@ -15,8 +15,7 @@ from typing import Any, Iterable
 
 import click
 
-from llmos_shell.errors import FsError, UsageError
-from llmos_shell.fs.paths import normalise, parent
+from llmos_shell.errors import UsageError
 
 
 def _fs(state):
