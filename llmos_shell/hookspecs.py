@@ -112,7 +112,7 @@ def register_syscalls(register: Callable[..., None]) -> None:
     """Register this plugin's syscalls.
 
     Call ``register(function, name=None, capabilities=(), examples=(), output=None,
-    timeout=None)`` once per syscall.
+    timeout=None, reads=(), input=None)`` once per syscall.
     ``function`` is a typed function with a docstring: its JSON schema comes from
     the signature (``str``, ``int``, ``float``, ``bool``, ``list[X]``, ``Literal[...]``
     enums, defaults) and the docstring's ``Args:`` section (descriptions). A
@@ -130,6 +130,12 @@ def register_syscalls(register: Callable[..., None]) -> None:
     result, or None (the default) when the result is data the model answers from
     (a file read to answer a question about it). ``timeout`` is how many seconds a
     call may take before the kernel cuts it off (None: the configured default).
+    ``reads`` lists the kinds of file (MIME patterns: ``"image/*"``, ``"text/*"``,
+    ``"inode/directory"``) that the syscall's ``path`` parameter takes: when a
+    request names a file, the kernel runs a syscall that reads that kind first.
+    ``input`` names the parameter that takes the previous step's output, as a
+    command reads a pipe: in "read the sign and translate it", the OCR text goes
+    to translate's ``text`` (``input="text"``).
 
     Raising here marks the plugin broken; the other plugins still load.
 

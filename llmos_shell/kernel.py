@@ -18,6 +18,7 @@ left to the model), the syscall runs through the plugin wrappers, and its result
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -32,8 +33,9 @@ from llmos_shell.errors import Cancelled, LlmosError
 from llmos_shell.grammar import CALL_OPEN, MAX_PARALLEL_CALLS, call_grammar, parse_call, write_calls
 from llmos_shell.grounding import Source, all_said, grounded, refines, repeats, without_inventions
 from llmos_shell.hookspecs import SyscallCall
-from llmos_shell.memory import Memory
+from llmos_shell.memory import Memory, sanitise
 from llmos_shell.process import Process
+from llmos_shell.router import LEAD_IN, PATH, QUOTED, Router
 from llmos_shell.syscalls import Syscall, SyscallContext, SyscallTable, declared_syscall
 
 log = logging.getLogger("llmos.kernel")
@@ -49,6 +51,8 @@ SYSTEM_PROMPT = (
 # Shown (not kept) before the reply that follows syscall results: small models otherwise
 # echo the results' JSON instead of answering.
 ANSWER_NOW = {"role": "user", "content": "Based on the function results, what is your reply to my request?"}
+# The question again, after the results it is answered from (requests over the drivers).
+ANSWER_FROM = "Using the text above, answer this request: {request}"
 # Shown before the reply when the model wanted a call the kernel did not make (an unrelated or
 # repeated one): left alone, it writes that call out as text ("name: delete_file, arguments: ...").
 NO_FUNCTION_FITS = {"role": "user", "content": "Reply to my last message in plain words, without calling a function."}
@@ -62,8 +66,6 @@ RELEVANCE_CHARS = 2000
 # Syscalls that work on the filesystem.
 FILE_CAPABILITIES = ("reads_fs", "writes_fs")
 
-# Something that looks like an absolute path in a request ("/inputs/report.txt").
-PATH = re.compile(r"(?<![\w.:/])/[\w.\-/]*[\w/]")
 
 # First tokens that start a tool call in the formats small models use.
 CALL_STARTS = ("<tool_call>", "```", "{")
@@ -98,6 +100,7 @@ class TurnResult:
                                                           "cached_tokens": 0})
     timing: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    plan: list[str] | None = None     # the router's plan, for requests over the drivers
 
     def count(self, stats: GenerationStats | None, kind: str) -> None:
         """Add one pass of the CPU: a ``decision`` (p(call), relevance), a ``call`` or a ``reply``."""
@@ -139,6 +142,35 @@ def result_text(result: Any) -> str:
     return _json(result)
 
 
+def shown(result: Any, output: str | None) -> str:
+    """What the user sees of a result: the field a syscall declares as its output, as text."""
+    if output and output != "*" and isinstance(result, dict) and output in result:
+        result = result[output]
+    if isinstance(result, list):
+        return "\n".join(item if isinstance(item, str) else result_text(item) for item in result)
+    return result_text(result)
+
+
+_NOT_CONTENT = frozenset("""the and for with from into onto this that these those what which when where who how
+are was were can could would should will you your yours our its it's not like such as any all also only than then
+give leave out instead file files folder path text there here have has had been them they their one some
+""".split())
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]{3,}", text.lower()) if w not in _NOT_CONTENT}
+
+
+def _literal(request: str) -> str | None:
+    """Text the request gives to work on: its one quoted span, or what follows a short lead-in
+    ("Read this aloud: the train is late")."""
+    quoted = QUOTED.findall(request)
+    if len(quoted) == 1:
+        return quoted[0][1:-1]
+    match = LEAD_IN.match(request.strip())
+    return match.group(2).strip() if match and not quoted else None
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
@@ -163,6 +195,7 @@ class Kernel:
         # request spells out: without the model's intent, the syscall must be clearly about it.
         self.unwanted_call_relevance = unwanted_call_relevance
         self.events = events or Events()
+        self._router: Router | None = None
 
     @property
     def cpu(self):
@@ -205,6 +238,9 @@ class Kernel:
         self.system.fs.set_process_status(process.pid, "running")
         process.memory.add("user", text, tokens=0)
         try:
+            if process.routed:
+                self._run_plan(process, text, turn, seed, temperature, events, cancel)
+                return turn
             for _step in range(self.max_steps):
                 if cancel.is_set():
                     raise Cancelled("cancelled")
@@ -235,7 +271,7 @@ class Kernel:
                     calls = self._worth_making(calls, process, turn, text, wanted=wants_call)
                     if calls:
                         process.memory.add("assistant", write_calls(calls), tokens=tokens)
-                        if self._dispatch(process, calls, turn, events, cancel):
+                        if self._dispatch(process, calls, turn, events, cancel, request=text):
                             break
                         continue
                     # a repeated or unrelated call: have the model answer instead
@@ -257,8 +293,140 @@ class Kernel:
             log.exception("turn failed")
             turn.status = "error"
             turn.error = str(error)
-        self.finish(process, turn.status)
+        except Exception as error:  # a bug must not leave the process running: record it, then raise
+            log.exception("turn failed")
+            turn.status = "error"
+            turn.error = f"internal error: {type(error).__name__}: {error}"
+            raise
+        finally:
+            if turn.status == "running":  # left by an exception nobody expected (SystemExit, ...)
+                turn.status = "error"
+            self.finish(process, turn.status)
         return turn
+
+    # --- requests over the drivers: the router plans, the model fills in arguments ----------
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            self._router = Router(cache_dir=self.system.config.home / "cache")
+        return self._router
+
+    def kind_of(self, path: str) -> str | None:
+        """The MIME type of an existing file, ``inode/directory`` for a folder, None if nothing is there."""
+        try:
+            info = self.system.fs.stat(path)
+        except LlmosError:
+            return None
+        return "inode/directory" if info["kind"] == "dir" else (info.get("mime") or "application/octet-stream")
+
+    def _run_plan(self, process: Process, text: str, turn: TurnResult, seed, temperature, events: Events,
+                  cancel: threading.Event) -> None:
+        """The router's plan, one step after another (each step's output piped into the next), then the
+        reply: the last step's output where its syscall declares one, else the model's answer."""
+        turn_start = len(process.memory.messages) - 1   # this turn's messages: the request onwards
+        plan = self.router.plan(text, process.table, self.kind_of)
+        log.debug("plan for %r: %s", text[:200], plan.names)
+        turn.plan = plan.names
+        piped: str | None = _literal(text)
+        last: SyscallRecord | None = None
+        for step in plan.steps[:self.max_steps]:
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            call = self._fill(process, step.syscall, text, step.path, piped, turn, seed, cancel)
+            process.memory.add("assistant", write_calls([call]))
+            if self._dispatch(process, [call], turn, events, cancel, request=text):
+                return  # denied
+            last = turn.syscalls[-1]
+            if last.status != "ok":
+                break
+            piped = shown(last.result, step.syscall.output) if step.syscall.output else result_text(last.result)
+        if last is not None and last.status != "ok":
+            turn.output = f"{last.name} failed: {last.error}"
+        elif last is not None and process.table.get(last.name).output:
+            turn.output = self._outputs(process, turn)
+        elif last is None:   # a request the model answers itself
+            prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, tools=[])
+            turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)
+            turn.status = "ok"
+            return
+        else:
+            # A result the model answers a question from (a file read for "how many eggs?"). Small
+            # models lose a result behind call and tool turns ("I don't have any function results"):
+            # the request is asked again with the results as plain data, in place of this turn.
+            hidden = len(process.memory.messages) - turn_start
+            data = "\n\n".join(f"[{r.name} {json.dumps(r.arguments.get('path') or '', ensure_ascii=False)}]\n"
+                                 f"{sanitise(result_text(r.result))}" for r in turn.syscalls if r.status == "ok")
+            transient = {"role": "user", "content": f"{data}\n\n{ANSWER_FROM.format(request=text)}"}
+            prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, transient=transient, tools=[],
+                                                  hide_last=hidden)
+            turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)
+            turn.status = "ok"
+            return
+        process.memory.add("assistant", turn.output)
+        events.token(turn.output)
+        turn.status = "ok"
+
+    def _outputs(self, process: Process, turn: TurnResult) -> str:
+        """What the user sees after the last step: its output; for a step that only stores or plays
+        what an earlier step made (write_file, speak), that text too."""
+        last = turn.syscalls[-1]
+        syscall = process.table.get(last.name)
+        text = shown(last.result, syscall.output)
+        feeds = [r for r in turn.syscalls[:-1] if r.status == "ok"]
+        if feeds and syscall.capabilities & {"writes_fs", "audio_out"} and syscall.input:
+            before = feeds[-1]
+            made = process.table.get(before.name)
+            if made.output:
+                text = shown(before.result, made.output) + "\n\n" + text
+        return text
+
+    def _fill(self, process: Process, syscall: Syscall, request: str, path: str | None, piped: str | None,
+              turn: TurnResult, seed, cancel) -> dict:
+        """The call of one planned step. The kernel sets what it knows: the file the step reads, the
+        previous step's output (or the request's quoted text) for its ``input``, a path when the request
+        names one; the model decodes the rest under the grammar, seeing only this syscall."""
+        properties = dict(syscall.parameters.get("properties", {}))
+        required = list(syscall.parameters.get("required", []))
+        fixed: dict[str, Any] = {}
+        if "path" in properties:
+            named = PATH.findall(request)
+            if path is not None:
+                fixed["path"] = path
+            elif len(named) == 1:
+                fixed["path"] = named[0]
+            elif named:
+                properties["path"] = {**properties["path"], "enum": named}
+            elif "path" not in required:
+                properties.pop("path")   # nobody named one: the driver's default, never an invented path
+        if syscall.input and piped is not None:
+            fixed[syscall.input] = piped
+        for key in fixed:
+            properties.pop(key, None)
+        said = _content_words(request)
+        for key in [k for k in properties if k not in required]:
+            # An optional argument is offered only when the request speaks of it ("add ... to the end"
+            # for append): otherwise small models fill it anyway (a source language "water").
+            if not said & _content_words(key.replace("_", " ") + " " + properties[key].get("description", "")):
+                properties.pop(key)
+        arguments: dict[str, Any] = dict(fixed)
+        if properties:
+            schema = {**syscall.parameters, "properties": properties,
+                      "required": [r for r in required if r in properties]}
+            free = dataclasses.replace(syscall, parameters=schema)
+            prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, tools=[free.tool_schema()])
+            generation = self.cpu.generate(prompt + CALL_OPEN, max_tokens=self.max_tokens,
+                                           grammar=call_grammar(SyscallTable.of([free])), seed=seed,
+                                           temperature=0.0, cancel=cancel)
+            turn.count(generation.stats, "call")
+            if generation.cancelled:
+                raise Cancelled("cancelled")
+            if generation.finish_reason != "stop":
+                raise LlmosError(f"the model's call of {syscall.name} was cut short after "
+                                 f"{generation.stats.decode_tokens} tokens")
+            call = without_inventions(parse_call(generation.text), schema, Source([request, piped or ""]))
+            arguments.update(call["arguments"])
+        return {"name": syscall.name, "arguments": arguments}
 
     def _worth_making(self, calls: list[dict], process: Process, turn: TurnResult, request: str, *,
                       wanted: bool) -> list[dict]:
@@ -384,7 +552,7 @@ class Kernel:
     # --- dispatch ---------------------------------------------------------------------------
 
     def _dispatch(self, process: Process, calls: list[dict], turn: TurnResult, events: Events,
-                  cancel: threading.Event) -> bool:
+                  cancel: threading.Event, request: str = "") -> bool:
         """Run the calls; return True if the turn ends here (declared calls or a denial)."""
         declared = False
         for call in calls:
@@ -394,10 +562,14 @@ class Kernel:
             clock = time.perf_counter()
             events.syscall_started(record.name, record.arguments)
             if syscall.declared:
-                record.status = "declared"
-                declared = True
+                try:  # where a schema says more than its grammar can (a lookahead pattern), check it
+                    syscall.validate(record.arguments)
+                    record.status = "declared"
+                    declared = True
+                except LlmosError as error:
+                    record.status, record.error = "error", str(error)
             else:
-                self._execute(process, syscall, record, events, cancel)
+                self._execute(process, syscall, record, events, cancel, request)
             record.ms = 1000 * (time.perf_counter() - clock)
             turn.syscalls.append(record)
             self.system.fs.record_syscall(process.pid, record.name, record.arguments, record.status,
@@ -416,11 +588,16 @@ class Kernel:
             return True
         return False
 
-    def _allowed(self, syscall: Syscall, arguments: dict[str, Any], events: Events) -> bool:
-        if not syscall.irreversible or self.approve == "auto":
+    def _allowed(self, syscall: Syscall, arguments: dict[str, Any], events: Events, request: str) -> bool:
+        if not syscall.irreversible:
             return True
         if self.approve == "never":
             return False
+        # Text from tools is data: an irreversible call whose values the user never said (they came
+        # from a file, OCR, a transcript) is asked about even under "auto".
+        if self.approve == "auto" and (not request or all_said({"arguments": arguments}, syscall.parameters,
+                                                               Source([request]))):
+            return True
         try:
             return bool(events.approve(syscall, arguments))
         except Exception:
@@ -428,20 +605,21 @@ class Kernel:
             return False
 
     def _execute(self, process: Process, syscall: Syscall, record: SyscallRecord, events: Events,
-                 cancel: threading.Event) -> None:
+                 cancel: threading.Event, request: str = "") -> None:
         try:
             arguments = syscall.validate(record.arguments)
         except LlmosError as error:
             record.status, record.error = "error", str(error)
             return
-        if not self._allowed(syscall, arguments, events):
+        if not self._allowed(syscall, arguments, events, request):
             record.status = "denied"
             record.error = "denied by the approval policy"
+            if self.approve == "auto":
+                record.error += " (its arguments come from tool output, not from the request)"
             return
         ctx = SyscallContext(system=self.system, pid=process.pid, cancel=cancel)
         try:
-            record.result = self.system.pm.hook.call_syscall(
-                call=SyscallCall(syscall=syscall, arguments=record.arguments, ctx=ctx))
+            record.result = self.system.dispatch(SyscallCall(syscall=syscall, arguments=record.arguments, ctx=ctx))
             if isinstance(record.result, bytes):
                 record.result = result_text(record.result)
         except (Cancelled, KeyboardInterrupt):

@@ -61,27 +61,34 @@ class Memory:
                         "the context to save space.)")
         return {"role": "system", "content": content}
 
-    def render(self, cpu, transient: dict[str, Any] | None = None) -> str:
-        """The whole context as the model's chat prompt (no eviction: see :meth:`prompt`)."""
-        chat = [self._system()] + [{"role": m["role"], "content": m["content"]} for m in self.messages]
+    def render(self, cpu, transient: dict[str, Any] | None = None, tools: list[dict[str, Any]] | None = None,
+               hide_last: int = 0) -> str:
+        """The whole context as the model's chat prompt (no eviction: see :meth:`prompt`).
+
+        ``tools`` replaces the process's syscall table for this prompt (``[]``: none shown);
+        ``hide_last`` leaves out that many of the newest messages (the transient restates them)."""
+        shown = self.messages[:len(self.messages) - hide_last] if hide_last else self.messages
+        chat = [self._system()] + [{"role": m["role"], "content": m["content"]} for m in shown]
         if transient is not None:
             chat.append(transient)
-        return cpu.format_chat(chat, tools=self.tools or None)
+        return cpu.format_chat(chat, tools=(self.tools if tools is None else tools) or None)
 
-    def prompt(self, cpu, reserve: int, transient: dict[str, Any] | None = None) -> tuple[str, int]:
+    def prompt(self, cpu, reserve: int, transient: dict[str, Any] | None = None,
+               tools: list[dict[str, Any]] | None = None, hide_last: int = 0) -> tuple[str, int]:
         """The prompt for the next generation and its token count, leaving ``reserve`` tokens to reply.
 
-        ``transient`` is a last message shown this time only (not kept in the context)."""
+        ``transient`` is a last message shown this time only (not kept in the context); ``tools``
+        as in :meth:`render`."""
         budget = cpu.n_ctx - reserve
-        prompt = self.render(cpu, transient)
+        prompt = self.render(cpu, transient, tools, hide_last)
         used = cpu.count_tokens(prompt)
         if used <= budget:
             return prompt, used
         evicted: list[dict[str, Any]] = []
-        while len(self.messages) > 1 and used > budget * LOW_WATER:
+        while len(self.messages) > 1 + hide_last and used > budget * LOW_WATER:
             evicted.append(self.messages.pop(0))
             self.swapped += 1
-            prompt = self.render(cpu, transient)
+            prompt = self.render(cpu, transient, tools, hide_last)
             used = cpu.count_tokens(prompt)
         if self.store is not None and self.pid is not None:
             self.store.mark_swapped(self.pid, [m["seq"] for m in evicted if "seq" in m])
@@ -91,6 +98,6 @@ class Memory:
             if len(last["content"]) <= excess_chars:
                 raise ValueError("the system prompt and syscall table alone do not fit the context")
             last["content"] = clip(last["content"], len(last["content"]) - excess_chars)
-            prompt = self.render(cpu, transient)
+            prompt = self.render(cpu, transient, tools, hide_last)
             used = cpu.count_tokens(prompt)
         return prompt, used

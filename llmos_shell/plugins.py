@@ -85,10 +85,10 @@ class PluginLoader:
             name = impl.plugin_name
             pending = []
 
-            def register(function, name=None, capabilities=(), *, examples=(), output=None, timeout=None,
-                         _driver=name, _pending=pending):
+            def register(function, name=None, capabilities=(), *, _driver=name, _pending=pending, **about):
+                # about: examples, output, timeout, reads, input (see hookspecs.register_syscalls)
                 _pending.append(make_syscall(function, name=name, capabilities=capabilities, driver=_driver,
-                                             examples=examples, output=output, timeout=timeout))
+                                             **about))
 
             try:
                 impl.function(register=register)

@@ -25,3 +25,10 @@ class Process:
     def declared(self) -> bool:
         """True if the process calls declared functions (returned to the caller, not run)."""
         return any(s.declared for s in self.table)
+
+    @property
+    def routed(self) -> bool:
+        """True if the router chooses this process's syscalls (see router.py): its table holds drivers
+        that declare example requests and no declared functions. Otherwise the model chooses (BFCL-style
+        declared functions, drivers without examples) and the kernel checks its choice."""
+        return not self.declared and any(s.examples for s in self.table)

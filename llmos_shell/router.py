@@ -25,9 +25,13 @@ were measured.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -56,6 +60,12 @@ CLAUSE = re.compile(r"\s*(?:;|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+and\s+)\s*", 
 # "Please summarise: <the text>" — the text after a short lead-in is data, not the request.
 LEAD_IN = re.compile(r"^([^:]{3,60}):\s+(\S.{20,})$", re.S)
 
+# What a syscall that keeps or plays a text declares: it ends a chain, it does not transform.
+STORES = frozenset({"writes_fs", "audio_out"})
+
+# Vectors of example texts already encoded in this program, by (encoder name, text).
+_VECTORS: dict[tuple[str, str], np.ndarray] = {}
+
 KIND_WORDS = (("image/", "the image file"), ("audio/", "the audio file"), ("video/", "the video file"),
               ("inode/directory", "the folder"), ("text/", "the text file"))
 
@@ -69,7 +79,10 @@ class RouterPolicy:
     min_first: float = 0.0
     #: A later clause ("... and save it in /notes/x.txt") needs this much for a further step.
     min_further: float = 0.3
-    #: L2 penalty of the classifier (per example): 0.01 keeps it from fitting the examples' topics.
+    #: A syscall that works on text follows a step that read the named file at this probability
+    #: (tune: 0.27 for "what does /scans/notice.png say in Spanish?"; plain reads give it at most 0.17).
+    min_chain: float = 0.2
+    #: L2 penalty of the classifier: 0.001 (0.01 left it unsure of everything, p < 0.25).
     l2: float = 0.001
 
 
@@ -125,14 +138,55 @@ class Router:
     actions apart, where nearest-example matching follows the topic ("taxes", "colour") instead
     (bench/router.py: 0.83 / 0.89 -> 0.94 / 0.97 first-step accuracy on our tune / held-out requests)."""
 
-    def __init__(self, encoder=None, policy: RouterPolicy | None = None) -> None:
+    def __init__(self, encoder=None, policy: RouterPolicy | None = None, cache_dir: Path | None = None) -> None:
         if encoder is None:
             from llmos_shell.embed import shared_encoder
 
             encoder = shared_encoder()
         self.encoder = encoder
         self.policy = policy or RouterPolicy()
+        # Embedding a hundred examples takes a second or more on 2 busy cores: kept on disk by text.
+        self.cache_dir = cache_dir
         self._models: dict[tuple, tuple[list[str], np.ndarray, np.ndarray]] = {}
+
+    def _embed_examples(self, texts: list[str]) -> np.ndarray:
+        """The examples' vectors: from this program's memory, else the disk cache, else encoded."""
+        encoder = getattr(self.encoder, "name", type(self.encoder).__name__)
+        missing = sorted({t for t in texts if (encoder, t) not in _VECTORS}, key=len)
+        if missing and self.cache_dir is not None:
+            self._load_cache(encoder)
+            missing = [t for t in missing if (encoder, t) not in _VECTORS]
+        if missing:
+            for start in range(0, len(missing), 16):  # batches of similar length: little padding
+                batch = missing[start:start + 16]
+                for text, vector in zip(batch, self.encoder.encode(batch)):
+                    _VECTORS[(encoder, text)] = vector
+            if self.cache_dir is not None:
+                self._save_cache(encoder)
+        return np.stack([_VECTORS[(encoder, t)] for t in texts])
+
+    def _cache_path(self, encoder: str) -> Path:
+        return self.cache_dir / f"router-{hashlib.sha256(encoder.encode()).hexdigest()[:16]}.json"
+
+    def _load_cache(self, encoder: str) -> None:
+        try:
+            saved = json.loads(self._cache_path(encoder).read_text())
+            for text, vector in saved.items():
+                _VECTORS.setdefault((encoder, text), np.asarray(vector, dtype=np.float32))
+        except (OSError, ValueError, TypeError):
+            pass  # no cache yet, or a damaged one: encode again
+
+    def _save_cache(self, encoder: str) -> None:
+        path = self._cache_path(encoder)
+        known = {text: [round(float(v), 6) for v in vector] for (name, text), vector in _VECTORS.items()
+                 if name == encoder}
+        try:  # written whole, then renamed: a crash leaves no half file
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(known))
+            os.replace(partial, path)
+        except OSError:
+            log.warning("cannot cache the router's example embeddings in %s", self.cache_dir, exc_info=True)
 
     def _model(self, table: SyscallTable) -> tuple[list[str], np.ndarray, np.ndarray]:
         key = tuple((s.name, s.examples or (s.description,)) for s in table)
@@ -140,7 +194,7 @@ class Router:
             names = [""] + [name for name, _ in key]
             texts = [CHAT_EXAMPLES] + [examples for _, examples in key]
             # the examples' paths are illustrations: named by their extension
-            x = self.encoder.encode([describe(t, lambda path: None) for group in texts for t in group])
+            x = self._embed_examples([describe(t, lambda path: None) for group in texts for t in group])
             y = np.concatenate([np.full(len(group), i) for i, group in enumerate(texts)])
             self._models[key] = (names, *_train_softmax(x, y, len(names), self.policy.l2))
         return self._models[key]
@@ -161,18 +215,40 @@ class Router:
         parts = clauses(text)
         for i, part in enumerate(parts):
             scores = plan.scores if len(parts) == 1 else self.scores(part, table, kind_of)
-            # a later clause names a further action ("... and save it"): not one already planned
-            candidates = {n: v for n, v in scores.items() if n and n not in plan.names}
+            # A later clause names a further action ("... and put the summary in x.txt"): not one
+            # already planned, so the probabilities are taken among the others.
+            rest = {n: v for n, v in scores.items() if n not in plan.names}
+            total = sum(rest.values()) or 1.0
+            rest = {n: v / total for n, v in rest.items()}
+            candidates = {n: v for n, v in rest.items() if n}
             if not candidates:
                 continue
             name = max(candidates, key=candidates.get)
             floor = self.policy.min_first if i == 0 else self.policy.min_further
-            log.debug("clause %r -> %s (%s)", part, name, {k: round(v, 3) for k, v in scores.items()})
-            if scores[name] < floor or scores[name] < scores[""]:
+            log.debug("clause %r -> %s (%s)", part, name, {k: round(v, 3) for k, v in rest.items()})
+            if rest[name] < floor or rest[name] < rest[""]:
                 continue
-            plan.steps.append(Step(table.get(name), scores[name]))
+            plan.steps.append(Step(table.get(name), rest[name]))
         _read_named_files(plan, text, table, kind_of)
+        self._work_on_what_was_read(plan, table, kind_of)
         return plan
+
+    def _work_on_what_was_read(self, plan: Plan, table: SyscallTable, kind_of) -> None:
+        """One clause can name two actions: "what does /inputs/door.png say in French?" reads the
+        file and translates what it says. After a step that reads the named file, a syscall that
+        works on text (it has an ``input``, and is not another reader of that kind) follows when the
+        classifier gives it at least ``min_chain``. Not a syscall that stores or plays: "save it" and
+        "read it aloud" are said as clauses of their own."""
+        # Not before a step that stores: "please speak 'your order is ready'" gives translate the
+        # same probability (0.27) as "put the Italian for 'good morning' in /notes/it.txt" (0.26).
+        if len(plan.steps) != 1 or plan.steps[0].path is None:
+            return
+        mime = kind_of(plan.steps[0].path) or ""
+        candidates = [s for s in table if s.input and not s.reads_kind(mime)
+                      and not s.capabilities & (STORES | {"irreversible"})]
+        best = max(candidates, key=lambda s: plan.scores.get(s.name, 0.0), default=None)
+        if best is not None and plan.scores.get(best.name, 0.0) >= self.policy.min_chain:
+            plan.steps.append(Step(best, plan.scores[best.name]))
 
 
 def _train_softmax(x: np.ndarray, y: np.ndarray, classes: int, l2: float,

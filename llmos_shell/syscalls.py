@@ -87,6 +87,14 @@ class Syscall:
     output: str | None = None
     #: Seconds a call may take before it is cut off (None: the kernel's default).
     timeout: float | None = None
+    #: MIME patterns ("image/*", "text/*", "inode/directory") of the files its ``path`` argument takes.
+    reads: tuple[str, ...] = ()
+    #: The parameter that takes the previous step's output, as a command reads a pipe ("text").
+    input: str | None = None
+
+    def reads_kind(self, mime: str) -> bool:
+        """Does the ``path`` argument take a file of this MIME type?"""
+        return any(mime == p or (p.endswith("/*") and mime.startswith(p[:-1])) for p in self.reads)
 
     @property
     def irreversible(self) -> bool:
@@ -186,7 +194,8 @@ def function_schema(function: Callable[..., Any]) -> tuple[str, dict[str, Any], 
 
 def make_syscall(function: Callable[..., Any], *, name: str | None = None,
                  capabilities: typing.Iterable[str] = (), driver: str = "", examples: typing.Iterable[str] = (),
-                 output: str | None = None, timeout: float | None = None) -> Syscall:
+                 output: str | None = None, timeout: float | None = None, reads: typing.Iterable[str] = (),
+                 input: str | None = None) -> Syscall:
     """Build a :class:`Syscall` from a typed, documented function."""
     if not callable(function):
         raise SyscallError(f"register() needs a function, got {function!r}")
@@ -204,9 +213,14 @@ def make_syscall(function: Callable[..., Any], *, name: str | None = None,
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise SyscallError(f"{name}: timeout must be a positive number of seconds")
     description, parameters, wants_ctx = function_schema(function)
+    reads = tuple(reads)
+    if reads and "path" not in parameters["properties"]:
+        raise SyscallError(f"{name}: reads= describes the 'path' parameter, and there is none")
+    if input is not None and input not in parameters["properties"]:
+        raise SyscallError(f"{name}: input={input!r} names no parameter")
     return Syscall(name=name, function=function, description=description, parameters=parameters,
                    capabilities=frozenset(capabilities), driver=driver, wants_ctx=wants_ctx,
-                   examples=examples, output=output, timeout=timeout)
+                   examples=examples, output=output, timeout=timeout, reads=reads, input=input)
 
 
 def declared_syscall(spec: dict[str, Any]) -> Syscall:
@@ -331,6 +345,13 @@ class SyscallTable:
         if existing is not None and existing.driver != syscall.driver:
             raise SyscallError(f"syscall {syscall.name!r} is already registered by {existing.driver or 'another driver'}")
         self._syscalls[syscall.name] = syscall
+
+    @classmethod
+    def of(cls, syscalls: typing.Iterable[Syscall]) -> "SyscallTable":
+        table = cls()
+        for syscall in syscalls:
+            table.add(syscall)
+        return table
 
     def get(self, name: str) -> Syscall:
         try:

@@ -33,7 +33,8 @@ def list_files(ctx: SyscallContext, path: str = "/") -> dict[str, Any]:
     shown = [{"name": e["name"] + ("/" if e["kind"] == "dir" else ""), "kind": e["kind"],
               **({"size": e["size"], "mime": e["mime"]} if e["kind"] == "file" else {})}
              for e in entries[:MAX_ENTRIES]]
-    result: dict[str, Any] = {"path": ctx.fs.stat(path)["path"], "entries": shown}
+    result: dict[str, Any] = {"path": ctx.fs.stat(path)["path"], "entries": shown,
+                              "listing": "\n".join(e["name"] for e in shown) or "(empty folder)"}
     if len(entries) > MAX_ENTRIES:
         result["note"] = f"showing {MAX_ENTRIES} of {len(entries)} entries"
     return result
@@ -71,7 +72,8 @@ def write_file(ctx: SyscallContext, path: str, content: str, append: bool = Fals
         append: Add to the end of the file instead of replacing it.
     """
     info = ctx.fs.write(path, content, append=append)
-    return {"path": info["path"], "size": info["size"], "mime": info["mime"], "appended": append}
+    return {"path": info["path"], "size": info["size"], "mime": info["mime"], "appended": append,
+            "done": f"{'Added to' if append else 'Saved'} {info['path']} ({info['size']} bytes)."}
 
 
 def delete_file(ctx: SyscallContext, path: str, recursive: bool = False) -> dict[str, Any]:
@@ -82,7 +84,7 @@ def delete_file(ctx: SyscallContext, path: str, recursive: bool = False) -> dict
         recursive: Also delete a folder that is not empty, with everything in it.
     """
     removed = ctx.fs.rm(path, recursive=recursive)
-    return {"deleted": normalise(path), "removed": removed}
+    return {"deleted": normalise(path), "removed": removed, "done": f"Deleted {normalise(path)}."}
 
 
 def search_files(ctx: SyscallContext, query: str) -> dict[str, Any]:
@@ -95,16 +97,38 @@ def search_files(ctx: SyscallContext, query: str) -> dict[str, Any]:
     lines = [{"path": m["path"], "line": m["line"],
               "text": m["text"] if len(m["text"]) <= MAX_LINE_CHARS else m["text"][:MAX_LINE_CHARS] + "…"}
              for m in found["lines"]]
-    return {"query": query, "names": found["names"], "lines": lines}
+    shown = [f"{p}" for p in found["names"]] + [f"{m['path']}: {m['text']}" for m in lines]
+    return {"query": query, "names": found["names"], "lines": lines,
+            "found": "\n".join(shown) or f"nothing matches {query!r}"}
 
 
 @hookimpl
 def register_syscalls(register) -> None:
-    register(list_files, capabilities=["reads_fs"])
-    register(read_file, capabilities=["reads_fs"])
-    register(write_file, capabilities=["writes_fs"])
-    register(delete_file, capabilities=["writes_fs", "irreversible"])
-    register(search_files, capabilities=["reads_fs"])
+    register(list_files, capabilities=["reads_fs"], reads=["inode/directory"], output="listing", examples=[
+        "List the files in /photos", "What is in the folder /projects?", "Show me what's in /downloads",
+        "ls /notes", "Which files do I have in /music?", "What files are there?",
+    ])
+    register(read_file, capabilities=["reads_fs"], reads=["text/*", "application/json"], examples=[
+        "What is in /notes/todo.txt?", "Show me /docs/plan.md", "Open /letters/bank.txt and tell me what it says",
+        "cat /etc/motd.txt", "What does /notes/meeting.txt say about the budget?",
+        "How much flour does the recipe in /kitchen/bread.txt need?",
+        "What is Anna's email address? It's in /data/people.csv", "Read the file /docs/notes.txt",
+    ])
+    register(write_file, capabilities=["writes_fs"], input="content", output="done", examples=[
+        "Write 'call the plumber' to /notes/todo.txt", "Save 'meeting at 3pm' in /notes/reminder.txt",
+        "Create a file /notes/shopping.txt with eggs, milk and bread",
+        "Add 'buy stamps' to the end of /notes/todo.txt", "Put the text 'hello world' into /tmp/hello.txt",
+        "save it to /notes/result.txt", "and write it in /docs/answer.txt",
+    ])
+    register(delete_file, capabilities=["writes_fs", "irreversible"], output="done", examples=[
+        "Delete /notes/old.txt", "Remove the file /photos/blurry.jpg", "rm /tmp/scratch.txt",
+        "Get rid of /downloads/setup.log", "Erase the folder /old/backups",
+    ])
+    register(search_files, capabilities=["reads_fs"], output="found", examples=[
+        "Find the file that mentions the dentist", "Which document talks about the lease?",
+        "Search my files for 'passport'", "Where did I write about the holiday in Spain?",
+        "Look for notes about the quarterly report", "Find my notes on the garden",
+    ])
 
 
 @hookimpl

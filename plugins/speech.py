@@ -168,7 +168,9 @@ def speak(text: str, path: str | None = None, voice: str = "en-us", speed: int =
     if path is None:
         path = f"/audio/speech-{hashlib.sha256(f'{used}|{speed}|{text}'.encode()).hexdigest()[:12]}.wav"
     written = ctx.fs.write(path, audio, mime="audio/wav")
-    return {"path": written["path"], "seconds": _wav_seconds(audio), "bytes": len(audio), "backend": used}
+    seconds = _wav_seconds(audio)
+    return {"path": written["path"], "seconds": seconds, "bytes": len(audio), "backend": used,
+            "done": f"Spoke {seconds} s of audio into {written['path']}."}
 
 
 # --- speech to text ---------------------------------------------------------------------
@@ -299,8 +301,16 @@ def transcribe(path: str, language: str = "en", ctx=None) -> dict:
 
 @hookimpl
 def register_syscalls(register):
-    register(speak, capabilities=["writes_fs"])
-    register(transcribe, capabilities=["reads_fs"])
+    register(speak, capabilities=["writes_fs", "audio_out"], input="text", output="done", examples=[
+        "Read this aloud: the meeting starts at noon", "Say 'happy birthday' out loud",
+        "Speak the words 'welcome home'", "Turn 'dinner is ready' into speech",
+        "Read /notes/poem.txt aloud", "Make an audio file saying good morning", "and read it out loud",
+    ])
+    register(transcribe, capabilities=["reads_fs"], reads=["audio/*"], output="text", examples=[
+        "What is said in /audio/memo.wav?", "Transcribe /recordings/interview.wav",
+        "Write down what the voicemail /audio/message.wav says", "What does the speaker say in /inputs/talk.wav?",
+        "Turn the recording /audio/lecture.wav into text", "Listen to /audio/note.wav and tell me what it says",
+    ])
 
 
 @hookimpl

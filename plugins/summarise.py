@@ -312,7 +312,13 @@ def summarise(text: str | None = None, path: str | None = None,
 
 @hookimpl
 def register_syscalls(register):
-    register(summarise, capabilities=["reads_fs", "uses_cpu"])
+    register(summarise, capabilities=["reads_fs", "uses_cpu"], reads=["text/*"], input="text", output="summary",
+             examples=[
+        "Summarise /docs/report.txt", "Give me a short summary of /inputs/article.txt",
+        "What are the main points of /notes/meeting.txt?", "Sum up this text: the council met on Monday ...",
+        "Please summarise: our sales grew in May while costs fell ...", "TL;DR of /docs/paper.md",
+        "Summarize the document /inputs/minutes.txt in two sentences", "and summarise it",
+    ])
 
 
 def _textrank_status() -> tuple[bool, str]:

@@ -278,7 +278,7 @@ def find_faces(image) -> list[dict[str, int]]:
 
 def _summary(facts: dict[str, Any]) -> str:
     size_kb = facts["bytes"] / 1024
-    parts = [f"A {facts['width']}x{facts['height']} {facts['format'] or 'image'} "
+    parts = [f"A {facts['width']} × {facts['height']} pixel {facts['format'] or 'image'} "
              f"({facts['mode']}, {size_kb:.0f} KB)"]
     if facts.get("frames", 1) > 1:
         parts[0] += f" with {facts['frames']} frames"
@@ -353,8 +353,16 @@ def describe_image(path: str, ctx=None) -> dict:
 
 @hookimpl
 def register_syscalls(register):
-    register(ocr, capabilities=["reads_fs"])
-    register(describe_image, capabilities=["reads_fs"])
+    register(ocr, capabilities=["reads_fs"], reads=["image/*"], output="text", examples=[
+        "What does the sign in /inputs/sign.png say?", "Read the text in /scans/letter.jpg",
+        "What is written on /photos/label.png?", "OCR /inputs/receipt.png",
+        "Transcribe the text of the scanned page /scans/page1.png", "What does the poster say?",
+    ])
+    register(describe_image, capabilities=["reads_fs"], reads=["image/*"], output="summary", examples=[
+        "Describe the picture /photos/beach.jpg", "What is in the photo /photos/party.png?",
+        "How big is the image /inputs/logo.png?", "Are there any faces in /photos/group.jpg?",
+        "Tell me about the image /camera/img_001.jpg", "What colours are in /art/painting.png?",
+    ])
 
 
 @hookimpl
