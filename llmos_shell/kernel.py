@@ -312,6 +312,12 @@ class Kernel:
             self._router = Router(cache_dir=self.system.config.home / "cache")
         return self._router
 
+    def prepare(self, process: Process) -> None:
+        """Train the router on this process's table now: the shell does it while the model loads,
+        so the first request does not wait for it."""
+        if process.routed:
+            self.router.prepare(process.table)
+
     def kind_of(self, path: str) -> str | None:
         """The MIME type of an existing file, ``inode/directory`` for a folder, None if nothing is there."""
         try:

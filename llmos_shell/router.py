@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -148,6 +149,7 @@ class Router:
         # Embedding a hundred examples takes a second or more on 2 busy cores: kept on disk by text.
         self.cache_dir = cache_dir
         self._models: dict[tuple, tuple[list[str], np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()
 
     def _embed_examples(self, texts: list[str]) -> np.ndarray:
         """The examples' vectors: from this program's memory, else the disk cache, else encoded."""
@@ -190,6 +192,10 @@ class Router:
 
     def _model(self, table: SyscallTable) -> tuple[list[str], np.ndarray, np.ndarray]:
         key = tuple((s.name, s.examples or (s.description,)) for s in table)
+        with self._lock:  # a request waits for the shell's warm-up instead of training a second time
+            return self._models[key] if key in self._models else self._train(key)
+
+    def _train(self, key: tuple) -> tuple[list[str], np.ndarray, np.ndarray]:
         if key not in self._models:
             names = [""] + [name for name, _ in key]
             texts = [CHAT_EXAMPLES] + [examples for _, examples in key]
@@ -198,6 +204,10 @@ class Router:
             y = np.concatenate([np.full(len(group), i) for i, group in enumerate(texts)])
             self._models[key] = (names, *_train_softmax(x, y, len(names), self.policy.l2))
         return self._models[key]
+
+    def prepare(self, table: SyscallTable) -> None:
+        """Embed the table's examples and train its classifier, if not done yet."""
+        self._model(table)
 
     def scores(self, text: str, table: SyscallTable, kind_of) -> dict[str, float]:
         """The probability that the request is for each syscall, and ``""`` for "answer it yourself"."""

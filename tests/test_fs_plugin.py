@@ -40,20 +40,23 @@ def test_registered_with_capabilities(system):
 
 def test_write_list_read_search_delete(system):
     assert system.call("write_file", {"path": "notes/todo.txt", "content": "buy milk\n"}) == {
-        "path": "/notes/todo.txt", "size": 9, "mime": "text/plain", "appended": False}
+        "path": "/notes/todo.txt", "size": 9, "mime": "text/plain", "appended": False,
+        "done": "Saved /notes/todo.txt (9 bytes)."}
     system.call("write_file", {"path": "/notes/todo.txt", "content": "call mum\n", "append": True})
     assert system.call("read_file", {"path": "/notes/todo.txt"}) == "buy milk\ncall mum\n"
     listing = system.call("list_files", {})
-    assert listing == {"path": "/", "entries": [{"name": "notes/", "kind": "dir"}]}
+    assert listing == {"path": "/", "entries": [{"name": "notes/", "kind": "dir"}], "listing": "notes/"}
     listing = system.call("list_files", {"path": "/notes"})
     assert listing["entries"] == [{"name": "todo.txt", "kind": "file", "size": 18, "mime": "text/plain"}]
     found = system.call("search_files", {"query": "milk"})
     assert found == {"query": "milk", "names": [],
-                     "lines": [{"path": "/notes/todo.txt", "line": 1, "text": "buy milk"}]}
+                     "lines": [{"path": "/notes/todo.txt", "line": 1, "text": "buy milk"}],
+                     "found": "/notes/todo.txt: buy milk"}
     assert system.call("search_files", {"query": "TODO"})["names"] == ["/notes/todo.txt"]
     with pytest.raises(FsError, match="directory not empty"):
         system.call("delete_file", {"path": "/notes"})
-    assert system.call("delete_file", {"path": "/notes", "recursive": True}) == {"deleted": "/notes", "removed": 2}
+    assert system.call("delete_file", {"path": "/notes", "recursive": True}) == {
+        "deleted": "/notes", "removed": 2, "done": "Deleted /notes."}
     assert system.call("list_files", {})["entries"] == []
     json.dumps(found)
 

@@ -248,35 +248,34 @@ def test_a_request_streams_the_reply_and_keeps_the_conversation(home):
 
 
 def test_a_syscall_shows_as_it_happens_and_an_irreversible_one_asks_first(home):
-    system = system_with(home, tool_call("delete_file", path="/a.txt"), "Deleted a.txt.",
-                         tool_call("delete_file", path="/b.txt"), "Never shown.")
+    # the kernel shows delete_file's declared output; the model is only asked for the path
+    system = system_with(home, tool_call("delete_file", path="/a.txt"), tool_call("delete_file", path="/b.txt"))
     system.fs.write("/a.txt", "a")
     system.fs.write("/b.txt", "b")
     session = Session(system)
     (session.line("delete a.txt")
      .after("* delete_file {\"path\": \"/a.txt\"}", "y" + ENTER)
-     .line("delete b.txt", after="Deleted a.txt.")
+     .line("delete b.txt", after="Deleted /a.txt.")
      .after("* delete_file {\"path\": \"/b.txt\"}", "n" + ENTER))
     out = session.run()
     assert not system.fs.exists("/a.txt")
     assert system.fs.exists("/b.txt")
-    assert "Deleted a.txt." in out
+    assert "Deleted /a.txt." in out
     assert "! denied" in out and "delete_file was denied by the approval policy (ask)" in out
-    assert "Never shown." not in out
+    assert "Deleted /b.txt." not in out
     statuses = [(row["name"], row["status"]) for row in system.fs.syscalls()]
     assert statuses == [("delete_file", "ok"), ("delete_file", "denied")]
 
 
 def test_approve_never_refuses_without_asking_and_auto_runs(home):
-    system = system_with(home, tool_call("delete_file", path="/a.txt"),
-                         tool_call("delete_file", path="/a.txt"), "Done.")
+    system = system_with(home, tool_call("delete_file", path="/a.txt"), tool_call("delete_file", path="/a.txt"))
     system.fs.write("/a.txt", "a")
     session = Session(system)
     (session.line("approve never").line("delete a.txt", after="approval policy: never")
      .line("approve auto", after="denied by the approval policy (never)")
      .line("delete a.txt", after="approval policy: auto"))
     out = session.run()
-    assert "Done." in out
+    assert "Deleted /a.txt." in out
     assert not system.fs.exists("/a.txt")
     assert "[y/N]" not in out
 
@@ -472,7 +471,7 @@ def test_ps_kill_drivers_models_and_model(home):
 def test_reset_starts_a_new_conversation(home):
     cpu = FakeCpu(["First answer.", "Fresh answer."])
     session = Session(system_with(home, cpu=cpu))
-    session.line("remember the word banana").line("reset", after="First answer.").line("what word?", after="new conversation")
+    session.line("Hello! My favourite fruit is the banana.").line("reset", after="First answer.").line("what word?", after="new conversation")
     out = session.run()
     assert "new conversation: pid 2" in out
     assert "banana" not in cpu.prompts[-1]

@@ -110,6 +110,7 @@ class Shell:
             self.console.error(str(error))
             return error.exit_code
         self.loader.start()
+        threading.Thread(target=self._prepare_router, name="llmos-router", daemon=True).start()
         if self.script is not None:
             return self._run_script()
         self.console.muted(f"llmos {__version__} · model {self.loader.name} · `help` lists the commands, "
@@ -185,6 +186,12 @@ class Shell:
             except LlmosError:
                 log.exception("marking the shell's process done")
         self.loader.wait(timeout=30, start=False)   # never leave llama.cpp half-loaded at interpreter exit
+
+    def _prepare_router(self) -> None:   # on its own thread, while the model loads
+        try:
+            self.kernel.prepare(self.process)
+        except Exception:  # the first request will say what is wrong, in one line
+            log.exception("preparing the router")
 
     # --- the model -------------------------------------------------------------------------
 
