@@ -203,3 +203,34 @@ def test_requests_stream_and_ctrl_c_interrupts_generation(home, small_model):
     assert stopped < 2.0, f"Ctrl-C took {stopped:.1f} s"
     transcript = term.transcript.read_text()
     assert "error:" not in transcript
+
+
+@pytest.mark.model
+def test_the_default_model_answers_from_files_translates_and_chains(home, default_model_path):
+    """Requests as a user types them (none from the eval sets), with the real default model."""
+    term = Terminal(home, timeout=120)
+    term.ready()
+    term.line("mkdir kitchen")
+    term.line("write kitchen/pancakes.txt Pancakes: 250 g flour, 3 eggs, 400 ml milk, a pinch of salt.")
+    term.text("wrote /kitchen/pancakes.txt")
+    # a question about a file is answered from the file, not from imagination
+    term.line("How many eggs go into the pancakes in /kitchen/pancakes.txt?")
+    term.text("read_file {\"path\": \"/kitchen/pancakes.txt\"}")
+    term.expect(r"\b(3|three)\b")
+    term.ready()
+    # a translation is shown as the reply
+    term.line("Translate 'good night' into Spanish")
+    term.text("translate {")
+    term.expect(r"(?i)buenas noches")
+    term.ready()
+    # two steps: the translation is made, then saved where the user said
+    term.line("Translate 'thank you very much' into Spanish and save it in /notes/thanks.txt")
+    term.text("Saved /notes/thanks.txt")
+    term.ready()
+    term.line("cat notes/thanks.txt")
+    term.expect(r"(?i)gracias")
+    term.line("log")
+    term.expect(r"ok\s+\d+ms\s+write_file")
+    assert term.exit() == 0
+    transcript = term.transcript.read_text()
+    assert "Traceback" not in transcript and '"name":' not in transcript

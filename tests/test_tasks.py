@@ -214,16 +214,15 @@ def test_example_summarise_report(home):
     first = data["syscalls"][0]
     assert first["name"] == "summarise" and first["arguments"]["path"] == "/inputs/report.txt"
     assert "librar" in first["result"]["summary"].lower()
-    # after the summary the model answers (a call that would only re-read the report is not made)
-    assert data["status"] == "ok" and "librar" in data["output"].lower()
+    # one step, then the summary itself is the reply (summarise declares it as its output)
+    assert len(data["syscalls"]) == 1
+    assert data["status"] == "ok" and data["output"] == first["result"]["summary"]
     saved = run_llmos("fs", "cat", "/outputs/report-summary.md", home=home)
     assert saved.returncode == 0 and "librar" in saved.stdout.lower()
-    # every pass of the CPU is timed, decisions too; scoring the call's relevance on other text
-    # does not cost the conversation its KV cache
+    # every pass of the CPU is timed and counted (none here: the path is the one named, and nothing
+    # else was asked, so the call needs no decoding)
     passes = data["timing"]["turns"]
-    assert [p["kind"] for p in passes][:2] == ["decision", "call"] and passes[-1]["kind"] == "reply"
-    first_prompt = passes[0]["prefill_tokens"] + passes[0]["cached_tokens"]
-    assert passes[-1]["cached_tokens"] >= first_prompt
+    assert all(p["kind"] == "call" for p in passes)
     assert data["usage"]["prompt_tokens"] == sum(p["prefill_tokens"] + p["cached_tokens"] for p in passes)
 
 
