@@ -416,6 +416,11 @@ def backend_setting() -> str:
     return value
 
 
+def _in_capitals(text: str) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    return len(letters) >= 2 and all(c.isupper() for c in letters)
+
+
 def translate(text: str, target_lang: str, source_lang: str | None = None, ctx=None) -> dict:
     """Translate text into another language.
 
@@ -431,6 +436,11 @@ def translate(text: str, target_lang: str, source_lang: str | None = None, ctx=N
     result: dict[str, Any] = {"source_lang": source, "target_lang": target}
     if source == target:
         return {**result, "translation": text, "backend": "none (same language)"}
+    # Signs come in capitals ("PUSH THE DOOR"), which both backends read as names or acronyms
+    # ("PUSHER LE PORTIER"): translate the sentence-case text and give the capitals back.
+    if _in_capitals(text):
+        inner = translate(text.capitalize(), target_lang, source or source_lang, ctx)
+        return {**inner, "translation": inner["translation"].upper()}
     backend = backend_setting()
     mode = apertium_mode(source, target)
     if backend == "apertium" or (backend == "auto" and mode):
