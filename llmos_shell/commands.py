@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import click
 
@@ -95,9 +96,15 @@ def models_path(state, name: str) -> None:
 @click.argument("syscall")
 @click.argument("arguments", required=False, default="{}")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON even if it is text.")
+@click.option("--approve", type=click.Choice(["ask", "auto", "never"]), default=None,
+              help="For a syscall that cannot be undone: ask (the default at a terminal), auto, or never "
+                   "(the default otherwise).")
 @click.pass_obj
-def call_command(state, syscall: str, arguments: str, as_json: bool) -> None:
+def call_command(state, syscall: str, arguments: str, as_json: bool, approve: str | None) -> None:
     """Run one SYSCALL with JSON ARGUMENTS, no model involved, and print its result.
+
+    It goes through the kernel's gate: arguments checked, the approval policy applied to
+    syscalls that cannot be undone, the call written to the audit log (`llmos log`).
 
     Example: llmos call write_file '{"path": "/notes/a.txt", "content": "hi"}'
     """
@@ -107,8 +114,15 @@ def call_command(state, syscall: str, arguments: str, as_json: bool) -> None:
         raise UsageError(f"arguments are not valid JSON: {error.msg} at column {error.colno}") from None
     from llmos_shell.errors import LlmosError
 
+    if approve is None:
+        approve = "ask" if sys.stdin.isatty() else "never"
+
+    def confirm(entry, values) -> bool:
+        return click.confirm(f"{entry.name} {json.dumps(values, ensure_ascii=False)} cannot be undone. Run it?",
+                             default=False, err=True)
+
     try:
-        result = state.system.call(syscall, args)
+        result = state.system.gated_call(syscall, args, approve=approve, confirm=confirm)
     except LlmosError:
         raise
     except Exception as error:  # the driver's failure, not llmos's: say so in one line

@@ -120,6 +120,36 @@ class System:
         ctx = SyscallContext(system=self, pid=pid, cancel=cancel or threading.Event())
         return self.dispatch(SyscallCall(syscall=syscall, arguments=arguments, ctx=ctx))
 
+    def gated_call(self, name: str, arguments: Any, *, approve: str = "never", confirm=None,
+                   pid: int | None = None, cancel: threading.Event | None = None) -> Any:
+        """One syscall with no model, through the same gate as the kernel's: validated, the approval
+        policy applied (``confirm(syscall, arguments) -> bool`` for ``ask``), run under its time-out,
+        and written to the audit log whatever happens. Raises Denied when the policy refuses."""
+        import time
+
+        from llmos_shell.errors import Denied, LlmosError
+
+        syscall = self.table.get(name)
+        arguments = syscall.validate(arguments)
+        started, clock = time.time(), time.perf_counter()
+
+        def audit(status: str, **fields: Any) -> None:
+            self.fs.record_syscall(pid, name, arguments, status, started=started,
+                                   ms=1000 * (time.perf_counter() - clock), **fields)
+
+        if syscall.irreversible and approve != "auto":
+            if approve != "ask" or confirm is None or not confirm(syscall, arguments):
+                audit("denied", error="denied by the approval policy")
+                raise Denied(f"{name} was denied by the approval policy ({approve}); "
+                             "it cannot be undone: --approve auto runs it")
+        try:
+            result = self.call(name, arguments, pid=pid, cancel=cancel)
+        except Exception as error:
+            audit("error", error=str(error) if isinstance(error, LlmosError) else f"{type(error).__name__}: {error}")
+            raise
+        audit("ok", result=result)
+        return result
+
     def dispatch(self, call: SyscallCall) -> Any:
         """Run a call through the plugins' ``call_syscall`` under the watchdog: within its
         time-out (the driver's, else the configured one) or raise SyscallTimeout; stopped with
