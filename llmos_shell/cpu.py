@@ -179,6 +179,8 @@ class LlamaCpu(Cpu):
                 future.set_exception(error)
 
     def _submit(self, function: Callable[["LlamaCpu"], Any]) -> Any:
+        if not self._worker.is_alive():  # closed: say so rather than wait for a worker that is gone
+            raise LlmosError(f"the CPU {self.name} is closed")
         future: Future = Future()
         self._requests.put((function, future))
         return future.result()
