@@ -3,7 +3,9 @@
 Each entry becomes a task with declared functions and one step; the calls the
 kernel returns are scored with ../shared/eval/bfcl_check.py. Prints one JSON object.
 
-    python bench/bfcl.py [--model NAME] [--limit N] [--categories simple_python,multiple,...]
+    python bench/bfcl.py [--model NAME] [--limit N] [--categories simple_python,multiple,...] [--data DIR]
+
+--data bench/data/bfcl-held scores the held-out subset (entries outside the dev set).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def main() -> None:
     parser.add_argument("--model", default=os.environ.get("LLMOS_MODEL", "qwen2.5-coder-0.5b-instruct"))
     parser.add_argument("--limit", type=int, default=0, help="at most N entries per category")
     parser.add_argument("--categories", default=",".join(CATEGORIES))
+    parser.add_argument("--data", type=Path, default=EVAL / "bfcl-dev",
+                        help="folder of <category>.questions.jsonl / .answers.jsonl (default: the dev subset)")
     parser.add_argument("--threshold", type=float, default=None, help="override the kernel's call threshold")
     parser.add_argument("--verbose", action="store_true", help="print each miss on stderr")
     args = parser.parse_args()
@@ -81,14 +85,14 @@ def main() -> None:
     kernel = Kernel(system, approve="never", max_steps=1, max_tokens=256)
     if args.threshold is not None:
         kernel.call_threshold = args.threshold
-    report: dict = {"model": cpu.name, "call_threshold": kernel.call_threshold,
+    report: dict = {"model": cpu.name, "data": str(args.data), "call_threshold": kernel.call_threshold,
                     "relevance_threshold": kernel.relevance_threshold,
                     "unwanted_call_relevance": kernel.unwanted_call_relevance, "categories": {}}
     calls_made = calls_valid = 0
     seconds = []
     for category in args.categories.split(","):
-        answers_file = EVAL / "bfcl-dev" / f"{category}.answers.jsonl"
-        entries = check.load(EVAL / "bfcl-dev" / f"{category}.questions.jsonl",
+        answers_file = args.data / f"{category}.answers.jsonl"
+        entries = check.load(args.data / f"{category}.questions.jsonl",
                              answers_file if answers_file.exists() else None)
         if args.limit:
             entries = entries[: args.limit]
