@@ -63,6 +63,10 @@ RELEVANCE_GIVEN = "Function `{name}`: {description}\nA user's request that this 
 RELEVANCE_BASE = RELEVANCE_GIVEN.format(name="do", description="Does what it is asked.")
 RELEVANCE_CHARS = 2000
 
+# A file name without a folder ("report.txt"), and where such names are looked for.
+BARE_NAME = re.compile(r"(?<![\w./-])[\w-]+\.[A-Za-z0-9]{1,5}\b(?!/)")
+INPUT_FOLDERS = ("/inputs/", "/")
+
 # Syscalls that work on the filesystem.
 FILE_CAPABILITIES = ("reads_fs", "writes_fs")
 
@@ -318,6 +322,17 @@ class Kernel:
         if process.routed:
             self.router.prepare(process.table)
 
+    def _with_full_paths(self, text: str) -> str:
+        """The request with bare file names that exist written as paths: "summarise report.txt" in a
+        task whose inputs landed in /inputs/ is about /inputs/report.txt."""
+        def full(match: re.Match) -> str:
+            for folder in INPUT_FOLDERS:
+                if self.kind_of(folder + match.group(0)) is not None:
+                    return folder + match.group(0)
+            return match.group(0)
+
+        return BARE_NAME.sub(full, text)
+
     def kind_of(self, path: str) -> str | None:
         """The MIME type of an existing file, ``inode/directory`` for a folder, None if nothing is there."""
         try:
@@ -331,6 +346,7 @@ class Kernel:
         """The router's plan, one step after another (each step's output piped into the next), then the
         reply: the last step's output where its syscall declares one, else the model's answer."""
         turn_start = len(process.memory.messages) - 1   # this turn's messages: the request onwards
+        text = self._with_full_paths(text)
         plan = self.router.plan(text, process.table, self.kind_of)
         log.debug("plan for %r: %s", text[:200], plan.names)
         turn.plan = plan.names

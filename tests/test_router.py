@@ -208,3 +208,12 @@ def test_an_irreversible_call_from_tool_output_is_not_run_under_auto(system):
     # the user asked about dinner; the path to wipe was never in their words
     assert not kernel._allowed(syscall, {"path": "/photos/cat.png"}, Events(), "What does my note say?")
     assert kernel._allowed(syscall, {"path": "/photos/cat.png"}, Events(), "Wipe /photos/cat.png")
+
+
+def test_a_bare_file_name_of_a_task_input_is_that_file(system):
+    system.fs.write("/inputs/menu.txt", "soup of the day")
+    kernel = Kernel(system)
+    system.cpu.enqueue("Soup of the day.")
+    result = kernel.run(kernel.spawn("t"), "What does menu.txt say?")
+    assert [r.name for r in result.syscalls] == ["read_note"]
+    assert RAN[0] == ("read_note", {"path": "/inputs/menu.txt"})
