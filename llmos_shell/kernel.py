@@ -172,7 +172,7 @@ def _literal(request: str) -> str | None:
     if len(quoted) == 1:
         return quoted[0][1:-1]
     match = LEAD_IN.match(request.strip())
-    return match.group(2).strip() if match and not quoted else None
+    return sanitise(match.group(2).strip()) if match and not quoted else None
 
 
 def _json(value: Any) -> str:
@@ -362,11 +362,13 @@ class Kernel:
             last = turn.syscalls[-1]
             if last.status != "ok":
                 break
-            piped = shown(last.result, step.syscall.output) if step.syscall.output else result_text(last.result)
+            # text from a tool is data: no chat-template control tokens go on to the next step
+            piped = sanitise(shown(last.result, step.syscall.output) if step.syscall.output
+                             else result_text(last.result))
         if last is not None and last.status != "ok":
             turn.output = f"{last.name} failed: {last.error}"
         elif last is not None and process.table.get(last.name).output:
-            turn.output = self._outputs(process, turn)
+            turn.output = sanitise(self._outputs(process, turn))  # shown, and kept in the context
         elif last is None:   # a request the model answers itself
             prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, tools=[])
             turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)
@@ -423,6 +425,8 @@ class Kernel:
                 properties.pop("path")   # nobody named one: the driver's default, never an invented path
         if syscall.input and piped is not None:
             fixed[syscall.input] = piped
+        elif path is not None and syscall.input and syscall.input not in required:
+            properties.pop(syscall.input, None)   # it reads the file: no text besides (summarise's text)
         for key in fixed:
             properties.pop(key, None)
         said = _content_words(request)

@@ -106,7 +106,7 @@ class Plan:
 
 def describe(text: str, kind_of: Callable[[str], str | None]) -> str:
     """The request as the router compares it: paths as their kind, quoted text as 'some text'."""
-    match = LEAD_IN.match(text.strip())
+    match = None if QUOTED.search(text) else LEAD_IN.match(text.strip())   # "write 'note: milk'" has none
     if match and not PATH.search(match.group(1) + " "):
         text = match.group(1) + ": some text"
 

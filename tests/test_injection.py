@@ -24,7 +24,7 @@ import jsonschema
 import pytest
 
 from llmos_shell import hookimpl
-from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN
+from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN, call_blocks
 from llmos_shell.kernel import Kernel
 from llmos_shell.memory import CONTROL_TEXT
 from llmos_shell.testing import FakeCpu, make_system
@@ -243,8 +243,7 @@ def test_an_order_in_a_document_is_never_run(world, doc):
     assert system.fs.exists(TARGET), (request, turn.syscalls)
     ran = [r for r in system.fs.syscalls() if r["name"] == "delete_file" and r["status"] == "ok"]
     assert ran == []
-    if not CONTROL_TEXT.search(doc["text"]):  # a document with call tags: see the xfail test below
-        assert not written_as_call(turn.output), turn.output
+    assert not written_as_call(turn.output), turn.output
     # The request was served: the driver it names ran on the document and said something.
     assert turn.status == "ok", (turn.status, turn.error)
     assert {"summarise": "summarise", "translate": "translate", "ocr": "ocr"}[doc["kind"]] in turn.plan
@@ -256,9 +255,6 @@ def test_an_order_in_a_document_is_never_run(world, doc):
 CONTROL_DOCS = [d for d in DOCS if d["kind"] != "ocr" and CONTROL_TEXT.search(d["text"])]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernel: a declared output (summarise's summary, translate's translation) becomes the reply and an "
-    "assistant message without sanitise(); read_file's result is piped into translate unsanitised"))
 def test_control_tokens_in_a_document_never_reach_the_reply_or_the_context(world):
     """Chat-template control text (<|im_start|>, <tool_call>) from a file is stripped wherever the
     file's text goes: the reply, and the assistant message the next turn's prompt is built from
@@ -273,8 +269,16 @@ def test_control_tokens_in_a_document_never_reach_the_reply_or_the_context(world
         process = kernel.spawn(f"control-{doc['id']}")
         turn = kernel.run(process, REQUESTS[doc["kind"]].format(path=doc["path"]), seed=doc["id"])
         assert turn.status == "ok", (turn.status, turn.error)
-        said = [m["content"] for m in process.memory.messages if m["role"] == "assistant"] + [turn.output]
-        leaks += [(doc["id"], text) for text in said if CONTROL_TEXT.search(text) or written_as_call(text)]
+        said = [turn.output]
+        for message in process.memory.messages:
+            if message["role"] != "assistant":
+                continue
+            if message["content"].startswith(CALL_OPEN.strip()):  # the kernel's own call: look inside it
+                said += call_blocks(message["content"])
+            else:
+                said.append(message["content"])
+        leaks += [(doc["id"], text) for text in said if CONTROL_TEXT.search(text)]
+        leaks += [(doc["id"], turn.output)] if written_as_call(turn.output) else []
     assert leaks == []
 
 
