@@ -306,7 +306,8 @@ def register_syscalls(register):
         "Speak the words 'welcome home'", "Turn 'dinner is ready' into speech",
         "Read /notes/poem.txt aloud", "Make an audio file saying good morning", "and read it out loud",
     ])
-    register(transcribe, capabilities=["reads_fs"], reads=["audio/*"], output="text", examples=[
+    # Whisper takes about real time on 2 cores: a long recording needs more than the default minute
+    register(transcribe, capabilities=["reads_fs"], reads=["audio/*"], output="text", timeout=600, examples=[
         "What is said in /audio/memo.wav?", "Transcribe /recordings/interview.wav",
         "Write down what the voicemail /audio/message.wav says", "What does the speaker say in /inputs/talk.wav?",
         "Turn the recording /audio/lecture.wav into text", "Listen to /audio/note.wav and tell me what it says",

@@ -312,8 +312,9 @@ def summarise(text: str | None = None, path: str | None = None,
 
 @hookimpl
 def register_syscalls(register):
+    # a long text is summarised chunk by chunk on the CPU: minutes on 2 busy cores
     register(summarise, capabilities=["reads_fs", "uses_cpu"], reads=["text/*"], input="text", output="summary",
-             examples=[
+             timeout=600, examples=[
         "Summarise /docs/report.txt", "Give me a short summary of /inputs/article.txt",
         "What are the main points of /notes/meeting.txt?", "Sum up this text: the council met on Monday ...",
         "Please summarise: our sales grew in May while costs fell ...", "TL;DR of /docs/paper.md",
