@@ -217,3 +217,20 @@ def test_a_bare_file_name_of_a_task_input_is_that_file(system):
     result = kernel.run(kernel.spawn("t"), "What does menu.txt say?")
     assert [r.name for r in result.syscalls] == ["read_note"]
     assert RAN[0] == ("read_note", {"path": "/inputs/menu.txt"})
+
+
+@pytest.mark.parametrize("request_, plan", [
+    # one clause, two actions: what to store is made first, or what was made is stored
+    ("Put the Italian for 'good morning, my friend' in a file called /notes/italian.txt", ["translate", "write_file"]),
+    ("Put the Spanish for 'thank you' into /notes/es.txt", ["translate", "write_file"]),
+    # a plain store stays one step; a plain translation with no path too
+    ("Jot down 'renew the passport' in /notes/reminders.txt", ["write_file"]),
+    ("Translate 'hello' into French", ["translate"]),
+    ("Please speak 'your order is ready'", ["speak"]),
+])
+def test_bundled_drivers_one_clause_two_actions(tmp_path, request_, plan):
+    system = make_system(tmp_path, strict=True)
+    try:
+        assert Router().plan(request_, system.table, Kernel(system).kind_of).names == plan
+    finally:
+        system.close()
