@@ -83,14 +83,18 @@ def _seconds(variable: str, default: float) -> float:
 def setup_logging(config: Config) -> None:
     """Send log records (tracebacks included) to $LLMOS_HOME/llmos.log, never to the terminal."""
     root = logging.getLogger("llmos")
-    if any(getattr(h, "_llmos", False) for h in root.handlers):
-        return
+    for old in [h for h in root.handlers if getattr(h, "_llmos", False)]:
+        if getattr(old, "_llmos_path", None) == config.log_path:
+            return
+        root.removeHandler(old)  # another home in this program (tests, a switched --home): its log closes
+        old.close()
     try:
         config.ensure_home()
         handler: logging.Handler = logging.FileHandler(config.log_path, encoding="utf-8")
     except OSError:
         handler = logging.NullHandler()
     handler._llmos = True  # type: ignore[attr-defined]
+    handler._llmos_path = config.log_path  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if os.environ.get("LLMOS_DEBUG") else logging.INFO)

@@ -68,6 +68,8 @@ def watch(function: Callable[[threading.Event], Any], *, name: str, timeout: flo
             if stop.is_set():
                 log.info("abandoned syscall %s finished late; its outcome is dropped", name)
 
+    if cancel is not None and cancel.is_set():  # cancelled before it began: it never runs
+        raise Cancelled("cancelled")
     worker = threading.Thread(target=target, name=f"llmos-syscall-{name}", daemon=True)
     deadline = None if timeout is None else time.monotonic() + timeout
     worker.start()

@@ -113,7 +113,7 @@ def test_one_call_then_reply(setup):
 def test_chained_calls(setup):
     system, cpu = setup
     cpu.enqueue(call("add", a=1, b=2), call("shred", path="/x"), "Done.")
-    result = Kernel(system, approve="auto").run(Kernel(system).spawn("t"), "add, then shred")
+    result = Kernel(system, approve="auto").run(Kernel(system).spawn("t"), "add 1 and 2, then shred /x")
     assert result.status == "ok"
     assert [(r.name, r.result) for r in result.syscalls] == [("add", 3), ("shred", "shredded /x")]
     # the second step's grammar no longer offered the syscall that had already answered

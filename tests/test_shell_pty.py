@@ -219,16 +219,16 @@ def test_the_default_model_answers_from_files_translates_and_chains(home, defaul
     term.expect(r"\b(3|three)\b")
     term.ready()
     # a translation is shown as the reply
-    term.line("Translate 'good night' into Spanish")
+    term.line("Translate 'thank you very much' into Spanish")
     term.text("translate {")
-    term.expect(r"(?i)buenas noches")
+    term.expect(r"(?i)muchas gracias")
     term.ready()
     # two steps: the translation is made, then saved where the user said
-    term.line("Translate 'thank you very much' into Spanish and save it in /notes/thanks.txt")
-    term.text("Saved /notes/thanks.txt")
+    term.line("Translate 'I am hungry' into Spanish and save it in /notes/hungry.txt")
+    term.text("Saved /notes/hungry.txt")
     term.ready()
-    term.line("cat notes/thanks.txt")
-    term.expect(r"(?i)gracias")
+    term.line("cat notes/hungry.txt")
+    term.expect(r"(?i)hambre")
     term.line("log")
     term.expect(r"ok\s+\d+ms\s+write_file")
     assert term.exit() == 0
