@@ -12,11 +12,16 @@ this model, so a dot product is the cosine similarity.
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+# Requests are encoded one or a few at a time: the tokenizer's own thread pool only adds threads that
+# can outlive a program's exit.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from llmos_shell.errors import LlmosError
 

@@ -298,8 +298,7 @@ class Kernel:
             turn.status = "error"
             turn.error = str(error)
         except Exception as error:  # a bug must not leave the process running: record it, then raise
-            log.exception("turn failed")
-            turn.status = "error"
+            turn.status = "error"     # (the caller logs the traceback: tasks, the shell)
             turn.error = f"internal error: {type(error).__name__}: {error}"
             raise
         finally:

@@ -62,6 +62,7 @@ class Shell:
         self.kernel = Kernel(system, approve=approve)
         self.loader = ModelLoader(system, on_ready=self._model_ready, on_error=self._model_failed)
         self._pending: list[str] = []          # lines from background threads, not shown yet
+        self._router_thread: threading.Thread | None = None   # trains the router while the model loads
         self._pending_lock = threading.Lock()
         if script is not None:        # no terminal: prompt-toolkit only keeps the history
             input, output = DummyInput(), DummyOutput()
@@ -110,7 +111,8 @@ class Shell:
             self.console.error(str(error))
             return error.exit_code
         self.loader.start()
-        threading.Thread(target=self._prepare_router, name="llmos-router", daemon=True).start()
+        self._router_thread = threading.Thread(target=self._prepare_router, name="llmos-router", daemon=True)
+        self._router_thread.start()
         if self.script is not None:
             return self._run_script()
         self.console.muted(f"llmos {__version__} · model {self.loader.name} · `help` lists the commands, "
@@ -186,6 +188,8 @@ class Shell:
             except LlmosError:
                 log.exception("marking the shell's process done")
         self.loader.wait(timeout=30, start=False)   # never leave llama.cpp half-loaded at interpreter exit
+        if self._router_thread is not None:         # nor NumPy's BLAS threads mid-product (exit hangs)
+            self._router_thread.join(timeout=30)
 
     def _prepare_router(self) -> None:   # on its own thread, while the model loads
         try:
