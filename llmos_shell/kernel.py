@@ -368,22 +368,19 @@ class Kernel:
             turn.output = f"{last.name} failed: {last.error}"
         elif last is not None and process.table.get(last.name).output:
             turn.output = sanitise(self._outputs(process, turn))  # shown, and kept in the context
-        elif last is None:   # a request the model answers itself
-            prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, tools=[])
-            turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)
-            turn.status = "ok"
-            return
         else:
-            # A result the model answers a question from (a file read for "how many eggs?"). Small
-            # models lose a result behind call and tool turns ("I don't have any function results"):
-            # the request is asked again with the results as plain data, in place of this turn.
-            hidden = len(process.memory.messages) - turn_start
-            data = "\n\n".join(f"[{r.name} {json.dumps(r.arguments.get('path') or '', ensure_ascii=False)}]\n"
-                                 f"{sanitise(result_text(r.result))}" for r in turn.syscalls if r.status == "ok")
-            transient = {"role": "user", "content": f"{data}\n\n{ANSWER_FROM.format(request=text)}"}
-            prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, transient=transient, tools=[],
-                                                  hide_last=hidden)
-            turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)
+            if last is None:   # a request the model answers itself
+                prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, tools=[])
+            else:
+                # A result the model answers a question from (a file read for "how many eggs?"). Small
+                # models lose a result behind call and tool turns ("I don't have any function results"):
+                # the request is asked again with the results as plain data, in place of this turn.
+                data = "\n\n".join(f"[{r.name} {json.dumps(r.arguments.get('path') or '', ensure_ascii=False)}]\n"
+                                     f"{sanitise(result_text(r.result))}" for r in turn.syscalls if r.status == "ok")
+                transient = {"role": "user", "content": f"{data}\n\n{ANSWER_FROM.format(request=text)}"}
+                prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, transient=transient,
+                                                      tools=[], hide_last=len(process.memory.messages) - turn_start)
+            turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)  # kept by _reply
             turn.status = "ok"
             return
         process.memory.add("assistant", turn.output)
