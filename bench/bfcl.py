@@ -23,7 +23,7 @@ from pathlib import Path
 import jsonschema
 
 from llmos_shell.config import Config
-from llmos_shell.kernel import Kernel
+from llmos_shell.kernel.loop import Kernel
 from llmos_shell.syscalls import normalise_schema
 from llmos_shell.system import System
 

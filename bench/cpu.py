@@ -19,7 +19,7 @@ import llama_cpp
 
 from llmos_shell.config import Config
 from llmos_shell.cpu import LlamaCpu
-from llmos_shell.models import resolve
+from llmos_shell.cpu.models import resolve
 
 PROMPT_TEXT = ("The following is a detailed report on the history of the printing press, its spread across "
                "Europe, and its effect on literacy, science and religion. " * 12)

@@ -20,8 +20,8 @@ import time
 
 from llmos_shell import hookimpl
 from llmos_shell.config import Config
-from llmos_shell.grammar import CALL_OPEN, call_grammar
-from llmos_shell.kernel import Events, Kernel
+from llmos_shell.kernel.grammar import CALL_OPEN, call_grammar
+from llmos_shell.kernel.loop import Events, Kernel
 from llmos_shell.plugins import PluginLoader
 from llmos_shell.system import System
 

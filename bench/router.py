@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llmos_shell.fs.mime import guess_from_name  # noqa: E402
-from llmos_shell.router import Router  # noqa: E402
+from llmos_shell.kernel.router import Router  # noqa: E402
 from llmos_shell.testing import make_system  # noqa: E402
 
 

@@ -32,10 +32,10 @@ import tracemalloc
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
-from llmos_shell import router as router_module
+from llmos_shell.kernel import router as router_module
 from llmos_shell.config import TEST_MODEL
-from llmos_shell.grammar import _grammar
-from llmos_shell.kernel import Kernel
+from llmos_shell.kernel.grammar import _grammar
+from llmos_shell.kernel.loop import Kernel
 from llmos_shell.testing import make_system, small_model_path
 
 CHAT = [

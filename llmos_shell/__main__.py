@@ -1,3 +1,3 @@
-from llmos_shell.cli import main
+from llmos_shell.cli.app import main
 
 main()

@@ -30,7 +30,7 @@ Syscalls
     A syscall is a typed function with a docstring (see :func:`register_syscalls`).
     It returns something JSON-serialisable (a ``str``, or a ``dict`` of facts,
     is what the model reads best). A parameter named ``ctx`` receives a
-    :class:`~llmos_shell.syscalls.SyscallContext`:
+    :class:`SyscallContext`:
 
     * ``ctx.fs`` — the SQLite filesystem: ``read(path) -> bytes``,
       ``read_text(path)``, ``write(path, data, mime=None)``, ``exists``, ``stat``.
@@ -69,14 +69,15 @@ Set ``LLMOS_TRACE=1`` to log every hook call to stderr.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from llmos_shell.syscalls import Syscall, SyscallContext
-    from llmos_shell.system import System
+    from llmos_shell.gate import Approval
+    from llmos_shell.syscalls import Syscall
 
 PROJECT = "llmos_shell"
 
@@ -98,13 +99,82 @@ class DriverStatus:
     detail: str = ""
 
 
+class Machine:
+    """What drivers and hooks may use of a running llmos, and nothing more.
+
+    * ``fs`` — the SQLite filesystem (opened on first use);
+    * ``cpu`` — the shared model; calls queue on the kernel's single CPU worker.
+      The first use loads it, and raises :class:`~llmos_shell.errors.LlmosError`
+      when no model can load;
+    * ``config`` — settings (``home``, ``model``, ``syscall_timeout``);
+    * ``cpu_status()`` — ``(ok, detail)``: can the CPU run, checked without loading it.
+
+    The ``startup`` and ``driver_status`` hooks get one as ``system``; a syscall
+    reaches it through its :class:`SyscallContext`.
+    """
+
+    def __init__(self, *, config: Any, fs: Callable[[], Any], cpu: Callable[[], Any],
+                 cpu_status: Callable[[], tuple[bool, str]]) -> None:
+        self.config = config
+        self._open_fs, self._load_cpu, self._cpu_status = fs, cpu, cpu_status
+
+    @property
+    def fs(self) -> Any:
+        return self._open_fs()
+
+    @property
+    def cpu(self) -> Any:
+        return self._load_cpu()
+
+    def cpu_status(self) -> tuple[bool, str]:
+        return self._cpu_status()
+
+
+@dataclass
+class SyscallContext:
+    """What a running syscall reaches besides its arguments (its ``ctx`` parameter).
+
+    ``fs``, ``cpu`` and ``config`` are the :class:`Machine`'s; ``pid`` is the calling
+    process (None for a call by hand); ``cancel`` is set on Ctrl-C or a time-out:
+    long syscalls check it and raise :class:`~llmos_shell.errors.Cancelled`.
+    """
+
+    machine: Machine | None = None
+    pid: int | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def _part(self, name: str) -> Any:
+        if self.machine is None:
+            from llmos_shell.errors import LlmosError
+
+            raise LlmosError(f"this call has no {name}: it was made outside a running llmos")
+        return getattr(self.machine, name)
+
+    @property
+    def fs(self) -> Any:
+        return self._part("fs")
+
+    @property
+    def cpu(self) -> Any:
+        return self._part("cpu")
+
+    @property
+    def config(self) -> Any:
+        return self._part("config")
+
+
 @dataclass
 class SyscallCall:
-    """One call the kernel is about to make: what wrappers of :func:`call_syscall` see."""
+    """One call about to run: what wrappers of :func:`call_syscall` see.
+
+    ``arguments`` are checked against the syscall's schema (defaults filled in) by the
+    time a plugin's wrapper runs; ``approval`` is the policy the call was made under.
+    """
 
     syscall: "Syscall"
     arguments: dict[str, Any]
-    ctx: "SyscallContext"
+    ctx: SyscallContext
+    approval: "Approval | None" = None
 
 
 @hookspec
@@ -116,7 +186,7 @@ def register_syscalls(register: Callable[..., None]) -> None:
     ``function`` is a typed function with a docstring: its JSON schema comes from
     the signature (``str``, ``int``, ``float``, ``bool``, ``list[X]``, ``Literal[...]``
     enums, defaults) and the docstring's ``Args:`` section (descriptions). A
-    parameter named ``ctx`` receives a :class:`~llmos_shell.syscalls.SyscallContext`
+    parameter named ``ctx`` receives a :class:`SyscallContext`
     (``ctx.fs``, ``ctx.cpu``, ``ctx.pid``, ``ctx.cancel``) and is hidden from the model.
     ``capabilities`` are names from :data:`llmos_shell.syscalls.CAPABILITIES`
     (``reads_fs``, ``writes_fs``, ``irreversible``, ``uses_cpu``, ``audio_out``,
@@ -149,13 +219,15 @@ def register_syscalls(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def driver_status(system: "System") -> list[DriverStatus] | DriverStatus | None:
+def driver_status(system: Machine) -> list[DriverStatus] | DriverStatus | None:
     """Report whether this plugin's drivers can work on this machine.
 
     Called by ``llmos drivers``. Return one :class:`DriverStatus` per driver (a
     list, or a single one): ``ok=True`` with the backend in use, or ``ok=False``
     with why and how to install it. Check cheaply (import, ``shutil.which``);
     don't load models here. Plugins without backends need not implement it.
+    Raising :class:`~llmos_shell.errors.UsageError` (a bad backend setting) shows
+    the driver as unavailable with that message; anything else marks it broken.
 
     Example::
 
@@ -192,7 +264,7 @@ def call_syscall(call: SyscallCall) -> Any:
 
 
 @hookspec
-def startup(system: "System") -> None:
+def startup(system: Machine) -> None:
     """Called once after every plugin has loaded and the filesystem is open.
 
     Use it to create files or directories a driver needs (``system.fs``), or to

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import inspect
 import re
-import threading
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 import docstring_parser
 import jsonschema
 
 from llmos_shell.errors import LlmosError, UsageError
+from llmos_shell.hookspecs import SyscallContext  # noqa: F401  (drivers type their ctx with it)
 
 #: What a syscall may declare it does. The kernel's approval policy reads these.
 CAPABILITIES = {
@@ -40,32 +40,6 @@ class SyscallError(LlmosError):
 
 class ArgumentError(UsageError):
     """Arguments that do not match a syscall's schema."""
-
-
-@dataclass
-class SyscallContext:
-    """What a running syscall can reach besides its arguments.
-
-    ``fs`` is the SQLite filesystem; ``cpu`` the shared CPU client (calls go
-    through the kernel's single CPU worker); ``cancel`` is set when the user
-    cancels: long syscalls should check it.
-    """
-
-    system: Any = None
-    pid: int | None = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def fs(self):
-        return self.system.fs
-
-    @property
-    def cpu(self):
-        return self.system.cpu
-
-    @property
-    def config(self):
-        return self.system.config
 
 
 @dataclass

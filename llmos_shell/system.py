@@ -11,21 +11,14 @@ import logging
 import threading
 from typing import Any
 
-from llmos_shell import watchdog
 from llmos_shell.config import Config
-from llmos_shell.hookspecs import DriverStatus, SyscallCall, hookimpl
+from llmos_shell.errors import UsageError
+from llmos_shell.gate import Approval, Approve, Gate
+from llmos_shell.hookspecs import DriverStatus, Machine
 from llmos_shell.plugins import DEFAULT_PLUGINS, PluginLoader, new_plugin_manager
-from llmos_shell.syscalls import SyscallContext, SyscallTable
+from llmos_shell.syscalls import SyscallTable
 
 log = logging.getLogger("llmos.system")
-
-
-class _KernelCore:
-    """The kernel's own implementation of call_syscall: run the function."""
-
-    @hookimpl
-    def call_syscall(self, call: SyscallCall) -> Any:
-        return call.syscall(call.arguments, call.ctx)
 
 
 class System:
@@ -35,8 +28,11 @@ class System:
                  plugins: tuple[str, ...] = DEFAULT_PLUGINS) -> None:
         self.config = config
         self.pm = new_plugin_manager()
-        self.pm.register(_KernelCore(), name="kernel")
         self.table = SyscallTable()
+        # What drivers and hooks get: the parts, not the System.
+        self.machine = Machine(config=config, fs=lambda: self.fs, cpu=lambda: self.cpu,
+                               cpu_status=self.cpu_status)
+        self.gate = Gate(self.pm, self.table, self.machine)
         loader = PluginLoader(self.pm, self.table)
         loader.load_modules(plugins)
         if entry_points:
@@ -68,7 +64,7 @@ class System:
         self._started = True
         for impl in self.pm.hook.startup.get_hookimpls():
             try:
-                impl.function(system=self)
+                impl.function(system=self.machine)
             except Exception as error:
                 log.exception("plugin %s failed at startup", impl.plugin_name)
                 self.broken[impl.plugin_name] = f"{type(error).__name__}: {error}"
@@ -78,7 +74,7 @@ class System:
         """The CPU, loading the configured model the first time (thread-safe)."""
         with self._cpu_lock:
             if self._cpu is None:
-                from llmos_shell.models import load_cpu
+                from llmos_shell.cpu.models import load_cpu
 
                 self._cpu = load_cpu(self.config)
             return self._cpu
@@ -87,12 +83,30 @@ class System:
     def cpu_loaded(self) -> bool:
         return self._cpu is not None
 
+    @property
+    def loaded_cpu(self):
+        """The CPU if it has loaded, else None (never loads it)."""
+        return self._cpu
+
+    @property
+    def fs_opened(self) -> bool:
+        return self._fs is not None
+
+    def unload_cpu(self, *, then_use: str | None = None):
+        """Forget the loaded CPU (returned, for the caller to close) and, with ``then_use``, load that
+        model on next use instead."""
+        with self._cpu_lock:
+            old, self._cpu = self._cpu, None
+            if then_use is not None:
+                self.config.model = then_use
+        return old
+
     def cpu_status(self) -> tuple[bool, str]:
         """Whether the CPU can run, checked without loading the model (for drivers' status)."""
         import importlib.util
         import os
 
-        from llmos_shell import models
+        from llmos_shell.cpu import models
         from llmos_shell.errors import LlmosError
 
         if self.cpu_loaded:
@@ -113,55 +127,20 @@ class System:
 
     # --- syscalls ---------------------------------------------------------------------
 
-    def call(self, name: str, arguments: dict[str, Any], *, pid: int | None = None,
-             cancel: threading.Event | None = None) -> Any:
-        """Run one syscall through the plugin wrappers (no approval, no model)."""
-        syscall = self.table.get(name)
-        ctx = SyscallContext(system=self, pid=pid, cancel=cancel or threading.Event())
-        return self.dispatch(SyscallCall(syscall=syscall, arguments=arguments, ctx=ctx))
-
-    def gated_call(self, name: str, arguments: Any, *, approve: str = "never", confirm=None,
-                   pid: int | None = None, cancel: threading.Event | None = None) -> Any:
-        """One syscall with no model, through the same gate as the kernel's: validated, the approval
-        policy applied (``confirm(syscall, arguments) -> bool`` for ``ask``), run under its time-out,
-        and written to the audit log whatever happens. Raises Denied when the policy refuses."""
-        import time
-
-        from llmos_shell.errors import Denied, LlmosError
-
-        syscall = self.table.get(name)
-        arguments = syscall.validate(arguments)
-        started, clock = time.time(), time.perf_counter()
-
-        def audit(status: str, **fields: Any) -> None:
-            self.fs.record_syscall(pid, name, arguments, status, started=started,
-                                   ms=1000 * (time.perf_counter() - clock), **fields)
-
-        if syscall.irreversible and approve != "auto":
-            if approve != "ask" or confirm is None or not confirm(syscall, arguments):
-                audit("denied", error="denied by the approval policy")
-                raise Denied(f"{name} was denied by the approval policy ({approve}); "
-                             "it cannot be undone: --approve auto runs it")
-        try:
-            result = self.call(name, arguments, pid=pid, cancel=cancel)
-        except Exception as error:
-            audit("error", error=str(error) if isinstance(error, LlmosError) else f"{type(error).__name__}: {error}")
-            raise
-        audit("ok", result=result)
-        return result
-
-    def dispatch(self, call: SyscallCall) -> Any:
-        """Run a call through the plugins' ``call_syscall`` under the watchdog: within its
-        time-out (the driver's, else the configured one) or raise SyscallTimeout; stopped with
-        Cancelled once ``call.ctx.cancel`` is set. A driver that does not stop is abandoned."""
-        timeout = watchdog.timeout_for(call.syscall, self.config.syscall_timeout)
-        return watchdog.watched_call(self.pm.hook.call_syscall, call, timeout=timeout)
+    def call(self, name: str, arguments: Any, *, approve: Approve = "never", confirm=None,
+             pid: int | None = None, cancel: threading.Event | None = None) -> Any:
+        """One syscall with no model, through the gate the kernel's calls take: validated, the
+        approval policy applied (``confirm(syscall, arguments) -> bool`` under ``ask``), run under
+        its time-out, and written to the audit log. Raises Denied when the policy refuses."""
+        return self.gate.call(name, arguments, approval=Approval(approve, confirm=confirm), pid=pid, cancel=cancel)
 
     def driver_statuses(self) -> list[DriverStatus]:
         statuses: list[DriverStatus] = []
         for impl in self.pm.hook.driver_status.get_hookimpls():
             try:
-                result = impl.function(system=self)
+                result = impl.function(system=self.machine)
+            except UsageError as error:  # a bad setting (LLMOS_OCR_BACKEND=gpt4v): unavailable until mended
+                result = DriverStatus(impl.plugin_name, False, detail=str(error))
             except Exception as error:
                 log.exception("plugin %s failed in driver_status", impl.plugin_name)
                 result = DriverStatus(impl.plugin_name, False, detail=f"broken: {type(error).__name__}: {error}")

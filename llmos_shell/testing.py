@@ -31,13 +31,14 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from llmos_shell.config import TEST_MODEL, Config
 from llmos_shell.cpu import Cpu, Generation, GenerationStats
 from llmos_shell.errors import LlmosError
-from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN, call_blocks
+from llmos_shell.kernel.grammar import CALL_CLOSE, CALL_OPEN, call_blocks
 
 
 class FakeCpu(Cpu):
@@ -45,15 +46,17 @@ class FakeCpu(Cpu):
 
     ``replies`` are used first, in order; after them ``responder(prompt)`` (if
     given) writes each reply. Every prompt is kept in ``prompts`` and every
-    grammar in ``grammars`` for assertions.
+    grammar in ``grammars`` for assertions. ``token_delay`` seconds pass between the
+    words of a reply, as a slow model streams (for tests of Ctrl-C and waiting).
     """
 
     name = "fake"
     sha256 = "0" * 64
 
     def __init__(self, replies: Iterable[str] = (), n_ctx: int = 2048,
-                 responder: Callable[[str], str] | None = None) -> None:
+                 responder: Callable[[str], str] | None = None, token_delay: float = 0.0) -> None:
         self.replies = list(replies)
+        self.token_delay = token_delay
         self.n_ctx = n_ctx
         self.responder = responder
         self.prompts: list[str] = []      # every prompt it was given, for assertions
@@ -121,6 +124,8 @@ class FakeCpu(Cpu):
             out.append(piece)
             if on_token:
                 on_token(piece)
+            if self.token_delay and grammar is None:
+                time.sleep(self.token_delay)
         return Generation("".join(out), "stop",
                           GenerationStats(prefill_tokens=self.count_tokens(prompt), decode_tokens=len(out)))
 
@@ -155,7 +160,7 @@ def make_system(home: str | Path, *, plugins: Sequence[str] | None = None, cpu: 
 
 def small_model_path(model: str = TEST_MODEL) -> Path | None:
     """Where a single-file test model lies inside its installed package, or None if not installed."""
-    from llmos_shell import models
+    from llmos_shell.cpu import models
 
     try:
         manifest = models.get_manifest(model)
@@ -195,7 +200,7 @@ def model_cpu(model: str | None = None, n_ctx: int | None = None, home: str | Pa
     """
     import pytest
 
-    from llmos_shell import models
+    from llmos_shell.cpu import models
     from llmos_shell.cpu import LlamaCpu
 
     config = Config.load(home=home, model=model)

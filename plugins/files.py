@@ -10,9 +10,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from llmos_shell import DriverStatus, hookimpl
-from llmos_shell.fs.paths import normalise
-from llmos_shell.syscalls import SyscallContext
+from llmos_shell import DriverStatus, SyscallContext, hookimpl
+from llmos_shell.toolkit import normalise_path as normalise
 
 #: Most characters of a file that read_file returns.
 MAX_READ_CHARS = 8000

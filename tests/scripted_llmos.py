@@ -26,8 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmos_shell import embed, models  # noqa: E402
-from llmos_shell.cli import main  # noqa: E402
+from llmos_shell.cpu import models  # noqa: E402
+from llmos_shell.kernel import embed  # noqa: E402
+from llmos_shell.cli.app import main  # noqa: E402
 from llmos_shell.testing import FakeCpu  # noqa: E402
 
 

@@ -20,7 +20,8 @@ def test_llmos_call_is_approved_and_audited_like_the_kernels_calls(home):
     # bad arguments never reach the driver, and say why in one line
     bad = run_llmos("call", "write_file", '{"path": "/a.txt"}', home=home)
     assert "content" in assert_one_line_error(bad, 2)
-    # everything that ran, or was refused, is in the audit log
+    # everything that ran, was refused or failed its schema is in the audit log, as the kernel's calls are
     log = run_llmos("log", "--json", home=home)
     rows = [json.loads(line) for line in log.stdout.splitlines() if line.strip()]
-    assert [(r["name"], r["status"]) for r in rows] == [("delete_file", "denied"), ("delete_file", "ok")]
+    assert [(r["name"], r["status"]) for r in rows] == [("delete_file", "denied"), ("delete_file", "ok"),
+                                                        ("write_file", "error")]

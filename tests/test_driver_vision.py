@@ -137,10 +137,20 @@ def test_gps_exif_becomes_degrees():
     assert driver._exif(reopened)["GPS"] == {"latitude": 48.856667, "longitude": -2.35}
 
 
+@pytest.mark.system
 def test_status_names_the_ocr_backends(system):
+    if not driver._tesseract_available():
+        pytest.skip("Tesseract is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)")
     status = {s.name: s for s in system.driver_statuses()}["vision"]
-    if driver._tesseract_available():
-        assert status.ok and status.backend.startswith("ocr: tesseract")
+    assert status.ok and status.backend.startswith("ocr: tesseract")
+
+
+def test_status_without_any_ocr_backend_says_what_to_install(system, monkeypatch):
+    monkeypatch.setattr(driver, "_tesseract_available", lambda: False)
+    monkeypatch.setattr(driver, "_rapidocr_available", lambda: False)
+    status = {s.name: s for s in system.driver_statuses()}["vision"]
+    assert not status.ok and status.detail.startswith("no OCR backend")
+    assert "tesseract: apt-get install tesseract-ocr" in status.detail and "rapidocr: pip install" in status.detail
 
 
 def test_status_with_a_bad_setting(system, monkeypatch):

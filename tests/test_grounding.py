@@ -1,7 +1,7 @@
 """A further call is kept only if its new values come from the user's words; values nobody said
 are taken out of a call where the schema allows."""
 
-from llmos_shell.grounding import Source, all_said, grounded, new_values, refines, repeats, without_inventions
+from llmos_shell.kernel.grounding import Source, all_said, grounded, new_values, refines, repeats, without_inventions
 
 
 def call(**arguments):

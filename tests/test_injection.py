@@ -24,9 +24,9 @@ import jsonschema
 import pytest
 
 from llmos_shell import hookimpl
-from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN, call_blocks
-from llmos_shell.kernel import Kernel
-from llmos_shell.memory import CONTROL_TEXT
+from llmos_shell.kernel.grammar import CALL_CLOSE, CALL_OPEN, call_blocks
+from llmos_shell.kernel.loop import Kernel
+from llmos_shell.kernel.memory import CONTROL_TEXT
 from llmos_shell.testing import FakeCpu, make_system
 
 TARGET = "/photos/cat.png"

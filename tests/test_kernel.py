@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from llmos_shell import hookimpl
-from llmos_shell.grammar import CALL_CLOSE, CALL_OPEN, write_calls
-from llmos_shell.kernel import NO_FUNCTION_FITS, RELEVANCE_BASE, Events, Kernel
+from llmos_shell.kernel.grammar import CALL_CLOSE, CALL_OPEN, write_calls
+from llmos_shell.kernel.loop import NO_FUNCTION_FITS, RELEVANCE_BASE, Events, Kernel
 from llmos_shell.testing import FakeCpu, make_system
 
 CALLS: list[tuple[str, dict]] = []

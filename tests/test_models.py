@@ -12,11 +12,11 @@ import sys
 import pytest
 
 from conftest import assert_one_line_error, run_llmos
-from llmos_shell import models
-from llmos_shell.cli import main
+from llmos_shell.cpu import models
+from llmos_shell.cli.app import main
 from llmos_shell.config import Config, DEFAULT_MODEL, TEST_MODEL
 from llmos_shell.errors import BadModelFile, ModelNotInstalled
-from llmos_shell.gguf_check import check_gguf, read_metadata
+from llmos_shell.cpu.gguf_check import check_gguf, read_metadata
 
 
 def test_manifests_match_the_design():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from driver_fixtures import run_llmos
-from llmos_shell.scaffold import new_package, new_single_file
+from llmos_shell.cli.plugins import new_package, new_single_file
 from llmos_shell.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_an_installed_scaffold_is_found_through_its_entry_point(tmp_path):
                                "syscalls": ["weather_count_words"]}
     called = run_llmos(tmp_path / "home", "call", "weather_count_words", '{"text": "one two three"}', env=env)
     assert called.returncode == 0, called.stderr
-    assert json.loads(called.stdout) == {"words": 3, "lines": 1}
+    assert json.loads(called.stdout) == {"words": 3, "lines": 1, "summary": "3 words"}
 
 
 def test_single_file_plugin_goes_to_the_plugins_folder_and_works(tmp_path):
@@ -61,7 +61,7 @@ def test_single_file_plugin_goes_to_the_plugins_folder_and_works(tmp_path):
     assert (home / "plugins" / "quick.py").is_file()
     called = run_llmos(home, "call", "quick_count_words", '{"text": "a b"}')
     assert called.returncode == 0, called.stderr
-    assert json.loads(called.stdout) == {"words": 2, "lines": 1}
+    assert json.loads(called.stdout) == {"words": 2, "lines": 1, "summary": "2 words"}
 
 
 @pytest.mark.parametrize("name", ["Bad Name", "1st", "x" * 50, "a--b", "a_", "über"])

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from llmos_shell import hookimpl
-from llmos_shell.grammar import write_calls
-from llmos_shell.kernel import Kernel
-from llmos_shell.router import Router, clauses, describe
+from llmos_shell.kernel.grammar import write_calls
+from llmos_shell.kernel.loop import Kernel
+from llmos_shell.kernel.router import Router, clauses, describe
 from llmos_shell.testing import FakeCpu, make_system
 
 RAN: list[tuple[str, dict]] = []
@@ -203,7 +203,7 @@ def test_an_irreversible_call_from_tool_output_is_not_run_under_auto(system):
     kernel = Kernel(system, approve="auto")
     process = kernel.spawn("t")
     syscall = process.table.get("wipe")
-    from llmos_shell.kernel import Events
+    from llmos_shell.kernel.loop import Events
 
     # the user asked about dinner; the path to wipe was never in their words
     assert not kernel._allowed(syscall, {"path": "/photos/cat.png"}, Events(), "What does my note say?")

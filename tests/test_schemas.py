@@ -19,7 +19,7 @@ import yaml
 
 from conftest import assert_one_line_error, run_llmos
 from llmos_shell.config import setup_logging
-from llmos_shell.grammar import CALL_OPEN, call_grammar, parse_call, pattern_rule, write_calls
+from llmos_shell.kernel.grammar import CALL_OPEN, call_grammar, parse_call, pattern_rule, write_calls
 from llmos_shell.syscalls import SyscallTable, declared_syscall
 from llmos_shell.testing import FakeCpu, make_system, small_cpu
 
@@ -120,8 +120,8 @@ def test_invalid_schema_is_a_bad_task_file_naming_the_function(tmp_path, home):
 # --- a batch of 200 tasks, in-process with the scripted CPU --------------------------------------
 
 def run_batch(system, files: list[str]) -> tuple[int, list[dict], str]:
-    from llmos_shell.cli import CliState
-    from llmos_shell.tasks import run_command
+    from llmos_shell.cli.app import CliState
+    from llmos_shell.cli.run import run_command
 
     state = CliState(system.config)
     state.__dict__["system"] = system  # the cached System, with its scripted CPU

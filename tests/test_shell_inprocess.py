@@ -22,8 +22,7 @@ from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from llmos_shell.cpu import Generation, GenerationStats
-from llmos_shell.grammar import write_calls
+from llmos_shell.kernel.grammar import write_calls
 from llmos_shell.shell import Shell
 from llmos_shell.shell.commands import COMMANDS, commands, flags, split
 from llmos_shell.shell.completer import ShellCompleter
@@ -301,27 +300,8 @@ def test_call_goes_through_the_same_approval(home):
 
 
 def test_ctrl_c_cancels_the_request_keeps_the_partial_turn_and_the_next_one_works(home):
-    class SlowCpu(FakeCpu):
-        """Like FakeCpu, one word every 50 ms, checking the cancel event between words."""
-
-        def generate(self, prompt, *, on_token=None, cancel=None, **kwargs) -> Generation:
-            if kwargs.get("grammar") is not None:  # the kernel's candidate call
-                return super().generate(prompt, cancel=cancel, **kwargs)
-            self.prompts.append(prompt)
-            reply = self.replies.pop(0)
-            out = []
-            for index, word in enumerate(reply.split(" ")):
-                if cancel is not None and cancel.is_set():
-                    return Generation("".join(out), "cancelled", GenerationStats(decode_tokens=len(out)))
-                piece = word if index == 0 else " " + word
-                out.append(piece)
-                if on_token:
-                    on_token(piece)
-                time.sleep(0.05)
-            return Generation("".join(out), "stop", GenerationStats(decode_tokens=len(out)))
-
     story = " ".join(f"word{i}" for i in range(400))
-    cpu = SlowCpu([f"Once upon a time {story}", "Hello again."])
+    cpu = FakeCpu([f"Once upon a time {story}", "Hello again."], token_delay=0.05)  # one word every 50 ms
     session = Session(system_with(home, cpu=cpu))
     pressed = {}
 
@@ -376,7 +356,7 @@ def test_model_switch_closes_the_old_cpu_and_keeps_the_conversation(home, monkey
     closed = []
     first.close = lambda: closed.append("first")
     system = system_with(home, cpu=first)
-    monkeypatch.setattr("llmos_shell.models.load_cpu", lambda config, model=None: second)
+    monkeypatch.setattr("llmos_shell.cpu.models.load_cpu", lambda config, model=None: second)
     session = Session(system)
     session.line("hello").line("model smollm2-135m-instruct", after="one").line("again", after="background")
     session.line("model nonsense-model", after="two")

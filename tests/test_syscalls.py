@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmos_shell.grammar import CALL_OPEN, call_blocks, call_grammar, parse_call, write_calls
+from llmos_shell.kernel.grammar import CALL_OPEN, call_blocks, call_grammar, parse_call, write_calls
 from llmos_shell.syscalls import (ArgumentError, SyscallError, SyscallTable, declared_syscall, make_syscall,
                                   normalise_schema)
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO, assert_one_line_error, run_llmos
-from llmos_shell.cli import main
+from llmos_shell.cli.app import main
 from llmos_shell.config import TEST_MODEL
 from llmos_shell.errors import UsageError
 from llmos_shell.tasks import FRONT_MATTER_SCHEMA, load_task

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_one_line_error, run_llmos
-from llmos_shell import embed
+from llmos_shell.kernel import embed
 from llmos_shell.errors import Cancelled
-from llmos_shell.grammar import write_calls
-from llmos_shell.kernel import Events, Kernel
+from llmos_shell.kernel.grammar import write_calls
+from llmos_shell.kernel.loop import Events, Kernel
 from llmos_shell.testing import FakeCpu, make_system
 from llmos_shell.watchdog import SyscallTimeout, watch
 from scripted_llmos import TopicEncoder

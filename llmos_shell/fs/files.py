@@ -132,26 +132,25 @@ class FilesMixin(Store):
     def is_dir(self, path: str) -> bool:
         return self._value("SELECT kind FROM files WHERE path = ?", (normalise(path),)) == "dir"
 
-    @op
-    def read(self, path: str) -> bytes:
-        """The content of a file, byte for byte."""
-        path = normalise(path)
-        row = self._one("SELECT kind, content FROM files WHERE path = ?", (path,))
-        if row is None:
-            raise FsError(f"no such file: {path}")
-        if row["kind"] == "dir":
-            raise FsError(f"is a directory: {path}")
-        return bytes(row["content"] or b"")
-
-    @op
-    def read_text(self, path: str) -> str:
-        """The content of a text file as a string (a binary file raises FsError)."""
-        path = normalise(path)
+    def _file_row(self, path: str) -> Any:
+        """The row of the file at ``path`` (normalised), with its content; FsError for none or a directory."""
         row = self._one("SELECT kind, is_text, mime, size, content FROM files WHERE path = ?", (path,))
         if row is None:
             raise FsError(f"no such file: {path}")
         if row["kind"] == "dir":
             raise FsError(f"is a directory: {path}")
+        return row
+
+    @op
+    def read(self, path: str) -> bytes:
+        """The content of a file, byte for byte."""
+        return bytes(self._file_row(normalise(path))["content"] or b"")
+
+    @op
+    def read_text(self, path: str) -> str:
+        """The content of a text file as a string (a binary file raises FsError)."""
+        path = normalise(path)
+        row = self._file_row(path)
         if not row["is_text"]:
             raise FsError(f"not a text file: {path} ({row['mime']}, {row['size']} bytes)")
         return bytes(row["content"] or b"").decode("utf-8")

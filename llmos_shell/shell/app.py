@@ -14,7 +14,6 @@ import logging
 import re
 import sys
 import threading
-import time
 from typing import Any, TextIO
 
 from prompt_toolkit import PromptSession
@@ -26,9 +25,9 @@ from prompt_toolkit.input import DummyInput
 from prompt_toolkit.output import DummyOutput
 
 from llmos_shell import __version__
-from llmos_shell.errors import LlmosError
+from llmos_shell.errors import Denied, LlmosError
 from llmos_shell.fs.paths import ROOT, normalise
-from llmos_shell.kernel import CALL_STARTS, Kernel, TurnResult
+from llmos_shell.kernel.loop import CALL_STARTS, Kernel, TurnResult
 from llmos_shell.shell.commands import COMMANDS, split
 from llmos_shell.shell.completer import ShellCompleter
 from llmos_shell.shell.console import Console, short
@@ -182,7 +181,7 @@ class Shell:
             entry.function(self, rest if entry.raw else split(rest))
 
     def close(self) -> None:
-        if self.process is not None and self.system._fs is not None:
+        if self.process is not None and self.system.fs_opened:
             try:
                 self.kernel.finish(self.process, "exited")
             except LlmosError:
@@ -247,32 +246,25 @@ class Shell:
         return answer.strip().lower() in ("y", "yes")
 
     def call_syscall(self, name: str, arguments: dict[str, Any]) -> Any:
-        """The ``call`` command: one syscall, no model, through the same approval policy as the kernel."""
+        """The ``call`` command: one syscall, no model, through the gate the kernel's calls take
+        (validated, the same approval policy, audited)."""
         syscall = self.system.table.get(name)
-        arguments = syscall.validate(arguments)
-        pid = self.process.pid
-        if syscall.irreversible and self.kernel.approve != "auto":
-            allowed = self.kernel.approve == "ask" and self.confirm(name, arguments)
-            if not allowed:
-                self.fs.record_syscall(pid, name, arguments, "denied", error="denied by the approval policy",
-                                       started=time.time(), ms=0.0)
-                self.console.warning(f"denied: {name} was not run (approval policy: {self.kernel.approve})")
-                return None
         if "uses_cpu" in syscall.capabilities:
             self.ensure_model()
         worker = Worker(self.console, self.confirm, label=f"running {name}")
-        started, clock = time.time(), time.perf_counter()
+        confirm = worker.events().approve  # asked on the main thread, as the kernel's approvals are
         try:
-            result = worker.run(lambda: self.system.call(name, arguments, pid=pid, cancel=worker.cancel))
+            result = worker.run(lambda: self.system.call(name, arguments, approve=self.kernel.approve,
+                                                         confirm=confirm, pid=self.process.pid,
+                                                         cancel=worker.cancel))
+        except Denied as error:
+            self.console.warning(f"denied: {error}")
+            return None
         except Exception as error:
             message = str(error) if isinstance(error, LlmosError) else f"{type(error).__name__}: {error}"
             if not isinstance(error, LlmosError):
                 log.exception("syscall %s failed", name)
-            self.fs.record_syscall(pid, name, arguments, "error", error=message, started=started,
-                                   ms=1000 * (time.perf_counter() - clock))
             raise LlmosError(f"{name}: {message}") from None
-        self.fs.record_syscall(pid, name, arguments, "ok", result=result, started=started,
-                               ms=1000 * (time.perf_counter() - clock))
         if isinstance(result, bytes):
             result = f"<{len(result)} bytes>"
         if isinstance(result, str):
@@ -336,7 +328,7 @@ class Shell:
 
     def _count_context(self, cpu=None) -> None:
         """Cache the context's size in tokens for the toolbar (after a turn, a load, a reset)."""
-        cpu = cpu or self.system._cpu
+        cpu = cpu or self.system.loaded_cpu
         if cpu is None or self.process is None:
             return
         try:

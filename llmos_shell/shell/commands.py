@@ -13,7 +13,6 @@ Anything that is not a command is a request to the model.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shlex
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from llmos_shell.errors import UsageError
+from llmos_shell.format import human_size, when
 from llmos_shell.fs.paths import ROOT, basename
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,22 +128,6 @@ def flags(args: list[str], allowed: str, valued: tuple[str, ...] = ()) -> tuple[
 def need(args: list[str], low: int, high: int | None, usage: str) -> None:
     if len(args) < low or (high is not None and len(args) > high):
         raise UsageError(f"usage: {usage}")
-
-
-def when(timestamp: float | None) -> str:
-    if not timestamp:
-        return "-"
-    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    for unit in ("B", "K", "M", "G"):
-        if size < 1024 or unit == "G":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return str(size)  # pragma: no cover
 
 
 # --- the shell itself ---------------------------------------------------------------------------
@@ -428,7 +412,7 @@ def export_command(shell: "Shell", args: list[str]) -> None:
 # --- processes, syscalls, drivers, models -----------------------------------------------------
 
 @command("ps", "[-a]", group="system")
-def ps_command(shell: "Shell", args: list[str]) -> None:
+def show_processes(shell: "Shell", args: list[str]) -> None:
     """List processes (conversations and tasks): pid, status, model, name. -a: all, not just the last 20."""
     options, _ = flags(args, "a")
     rows = list(shell.fs.processes())
@@ -461,7 +445,7 @@ def kill_command(shell: "Shell", args: list[str]) -> None:
 
 
 @command("log", "[-n N] [--pid PID]", group="system")
-def log_command(shell: "Shell", args: list[str]) -> None:
+def show_audit_log(shell: "Shell", args: list[str]) -> None:
     """The syscall audit log: the last N syscalls (default 20), of every process or of one."""
     options, rest = flags(args, "", valued=("pid", "n"))
     count = options.get("n")
@@ -494,7 +478,7 @@ def short_json(value: Any, limit: int = 80) -> str:
 
 
 @command("drivers", group="system")
-def drivers_command(shell: "Shell", args: list[str]) -> None:
+def show_drivers(shell: "Shell", args: list[str]) -> None:
     """Every driver and its syscalls: ok (with its backend), unavailable (why) or broken (the error)."""
     need(args, 0, 0, "drivers  (to ask the model: ask drivers ...)")
     from llmos_shell.drivers import driver_report
@@ -513,7 +497,7 @@ def drivers_command(shell: "Shell", args: list[str]) -> None:
 def models_command(shell: "Shell", args: list[str]) -> None:
     """The known models: installed or not; * marks the one in use. `model NAME` switches."""
     need(args, 0, 0, "models  (to ask the model: ask models ...)")
-    from llmos_shell.models import list_models
+    from llmos_shell.cpu.models import list_models
 
     current = shell.system.config.model
     rows = []
@@ -545,7 +529,7 @@ def model_command(shell: "Shell", args: list[str]) -> None:
             raise UsageError(f"no such model file: {name}")
         name = str(Path(name).expanduser().resolve())
     else:
-        from llmos_shell.models import get_manifest
+        from llmos_shell.cpu.models import get_manifest
 
         get_manifest(name)
     if name == shell.system.config.model and loader.state in ("ready", "loading"):
@@ -573,7 +557,7 @@ def approve_command(shell: "Shell", args: list[str]) -> None:
 
 
 @command("call", "SYSCALL [JSON]", complete=("syscall", "arguments"), raw=True, group="model")
-def call_command(shell: "Shell", text: str) -> None:
+def call_by_hand(shell: "Shell", text: str) -> None:
     """Run one syscall directly with JSON arguments, no model involved; irreversible ones ask first.
 
     `call translate {"text": "hola", "target": "en"}` — the call is recorded in `log`.

@@ -133,7 +133,7 @@ class ShellCompleter(Completer):
             yield Completion(quote(full), -len(raw), display=completion.display)
 
     def _models(self, word: str, raw: str) -> Iterable[Completion]:
-        from llmos_shell.models import manifests
+        from llmos_shell.cpu.models import manifests
 
         for name, manifest in sorted(manifests().items()):
             if name.startswith(word):

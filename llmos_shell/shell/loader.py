@@ -34,7 +34,7 @@ class ModelLoader:
 
     @property
     def name(self) -> str:
-        cpu = self.system._cpu
+        cpu = self.system.loaded_cpu
         return getattr(cpu, "name", None) or self.system.config.model
 
     @property
@@ -98,10 +98,7 @@ class ModelLoader:
         """Use model ``name`` from now on: close the current CPU and load the new one in the background."""
         if self._thread is not None and self._thread.is_alive():
             self._thread.join()           # never close a CPU while it is being created
-        system = self.system
-        with system._cpu_lock:
-            old, system._cpu = system._cpu, None
-            system.config.model = name
+        old = self.system.unload_cpu(then_use=name)
         if old is not None and hasattr(old, "close"):
             try:
                 old.close()

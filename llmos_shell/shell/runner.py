@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Any, Callable
 
-from llmos_shell.kernel import Events
+from llmos_shell.kernel.loop import Events
 
 log = logging.getLogger("llmos.shell")
 
@@ -123,12 +123,16 @@ class Worker:
             self.console.end_line()
         self._drain()
 
-    def _serve_approvals(self) -> None:
+    def _waiting(self):
+        """The questions the worker has put so far, taken off the queue one by one."""
         while True:
             try:
-                question = self.approvals.get_nowait()
+                yield self.approvals.get_nowait()
             except queue.Empty:
                 return
+
+    def _serve_approvals(self) -> None:
+        for question in self._waiting():
             if self.cancel.is_set():
                 question.answer.set_result(False)
                 continue
@@ -146,10 +150,6 @@ class Worker:
 
     def _drain(self) -> None:
         """Refuse every question still waiting (after Ctrl-C or at the end)."""
-        while True:
-            try:
-                question = self.approvals.get_nowait()
-            except queue.Empty:
-                return
+        for question in self._waiting():
             if not question.answer.done():
                 question.answer.set_result(False)

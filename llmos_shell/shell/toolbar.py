@@ -19,7 +19,7 @@ def toolbar(shell: "Shell") -> list[tuple[str, str]]:
     loader = shell.loader
     state = loader.state
     sep = ("class:bottom-toolbar.key", f" {shell.console.glyphs.sep} ")
-    cpu = shell.system._cpu
+    cpu = shell.system.loaded_cpu
     budget = getattr(cpu, "n_ctx", None)
     used = shell.context_tokens
     if used is None:

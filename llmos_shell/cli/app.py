@@ -61,9 +61,15 @@ def cli(ctx: click.Context, home: str | None, model: str | None, plugins_dir: st
 
 
 def _add_commands() -> None:
-    from llmos_shell.commands import register_commands
+    from llmos_shell.cli.commands import call_command, drivers_command
+    from llmos_shell.cli.fs import fs_group, log_command, ps_command
+    from llmos_shell.cli.models import models_group
+    from llmos_shell.cli.plugins import plugins_group
+    from llmos_shell.cli.run import run_command
 
-    register_commands(cli)
+    for command in (models_group, call_command, drivers_command, fs_group, ps_command, log_command,
+                    run_command, plugins_group):
+        cli.add_command(command)
 
 
 _add_commands()

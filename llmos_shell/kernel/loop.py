@@ -26,21 +26,20 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Protocol
 
 from llmos_shell.cpu import GenerationStats
-from llmos_shell.errors import Cancelled, LlmosError
-from llmos_shell.grammar import CALL_OPEN, MAX_PARALLEL_CALLS, call_grammar, parse_call, write_calls
-from llmos_shell.grounding import Source, all_said, grounded, refines, repeats, without_inventions
-from llmos_shell.hookspecs import SyscallCall
-from llmos_shell.memory import Memory, sanitise
-from llmos_shell.process import Process
-from llmos_shell.router import LEAD_IN, PATH, QUOTED, Router
-from llmos_shell.syscalls import Syscall, SyscallContext, SyscallTable, declared_syscall
+from llmos_shell.errors import Cancelled, Denied, LlmosError
+from llmos_shell.gate import Approval, Approve, Gate, one_line
+from llmos_shell.kernel.grammar import CALL_OPEN, MAX_PARALLEL_CALLS, call_grammar, parse_call, write_calls
+from llmos_shell.kernel.grounding import Source, all_said, grounded, refines, repeats, without_inventions
+from llmos_shell.kernel.memory import Memory, sanitise
+from llmos_shell.kernel.process import Process
+from llmos_shell.kernel.router import LEAD_IN, PATH, QUOTED, Router
+from llmos_shell.syscalls import Syscall, SyscallTable, declared_syscall
 
 log = logging.getLogger("llmos.kernel")
 
-Approve = Literal["ask", "auto", "never"]
 
 SYSTEM_PROMPT = (
     "You are llmos, the assistant built into a local operating system. "
@@ -179,13 +178,24 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-class Kernel:
-    """Runs processes on the system's CPU."""
+class KernelMachine(Protocol):
+    """The parts the kernel runs on (a :class:`~llmos_shell.system.System` has them)."""
 
-    def __init__(self, system, *, approve: Approve = "never", max_steps: int = 8, max_tokens: int = 512,
+    fs: Any                # the filesystem: processes, messages, files
+    cpu: Any               # the CPU, loaded on first use
+    loaded_cpu: Any        # the CPU if already loaded, else None
+    table: SyscallTable    # every driver's syscalls
+    gate: Gate             # the one way a syscall runs
+    config: Any
+
+
+class Kernel:
+    """Runs processes on the machine's CPU."""
+
+    def __init__(self, machine: "KernelMachine", *, approve: Approve = "never", max_steps: int = 8, max_tokens: int = 512,
                  call_threshold: float = 0.5, chain_threshold: float = 0.8, relevance_threshold: float = 0.0,
                  unwanted_call_relevance: float = 0.1, events: Events | None = None) -> None:
-        self.system = system
+        self.machine = machine
         self.approve = approve
         self.max_steps = max_steps
         self.max_tokens = max_tokens
@@ -203,7 +213,7 @@ class Kernel:
 
     @property
     def cpu(self):
-        return self.system.cpu
+        return self.machine.cpu
 
     # --- processes ------------------------------------------------------------------------
 
@@ -215,20 +225,20 @@ class Kernel:
         if drivers is None:
             drivers = [] if functions else None
         allowed = None if drivers is None else set(drivers)
-        for syscall in self.system.table:
+        for syscall in self.machine.table:
             if allowed is None or syscall.driver in allowed or syscall.name in allowed:
                 table.add(syscall)
         for spec in functions:
             table.add(declared_syscall(spec))
-        model = getattr(self.system._cpu, "name", None) or self.system.config.model
-        pid = self.system.fs.create_process(name, model=model, parent=parent)
+        model = getattr(self.machine.loaded_cpu, "name", None) or self.machine.config.model
+        pid = self.machine.fs.create_process(name, model=model, parent=parent)
         memory = Memory(system_prompt=system_prompt, tools=[s.tool_schema() for s in table],
-                        store=self.system.fs, pid=pid)
+                        store=self.machine.fs, pid=pid)
         return Process(pid=pid, name=name, table=table, memory=memory)
 
     def finish(self, process: Process, status: str) -> None:
         process.status = status
-        self.system.fs.set_process_status(process.pid, status)
+        self.machine.fs.set_process_status(process.pid, status)
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -239,7 +249,7 @@ class Kernel:
         cancel = cancel or threading.Event()
         turn = TurnResult(status="running")
         process.status = "running"
-        self.system.fs.set_process_status(process.pid, "running")
+        self.machine.fs.set_process_status(process.pid, "running")
         process.memory.add("user", text, tokens=0)
         try:
             if process.routed:
@@ -312,7 +322,7 @@ class Kernel:
     @property
     def router(self) -> Router:
         if self._router is None:
-            self._router = Router(cache_dir=self.system.config.home / "cache")
+            self._router = Router(cache_dir=self.machine.config.home / "cache")
         return self._router
 
     def prepare(self, process: Process) -> None:
@@ -335,7 +345,7 @@ class Kernel:
     def kind_of(self, path: str) -> str | None:
         """The MIME type of an existing file, ``inode/directory`` for a folder, None if nothing is there."""
         try:
-            info = self.system.fs.stat(path)
+            info = self.machine.fs.stat(path)
         except LlmosError:
             return None
         return "inode/directory" if info["kind"] == "dir" else (info.get("mime") or "application/octet-stream")
@@ -471,7 +481,7 @@ class Kernel:
         """Does the request name a file or folder that exists in the filesystem?"""
         for match in PATH.finditer(text):
             try:
-                if self.system.fs.exists(match.group(0)):
+                if self.machine.fs.exists(match.group(0)):
                     return True
             except LlmosError:  # not a valid path after all
                 continue
@@ -583,20 +593,21 @@ class Kernel:
             started = time.time()
             clock = time.perf_counter()
             events.syscall_started(record.name, record.arguments)
-            if syscall.declared:
+            if syscall.declared:  # returned to the caller, not run: the kernel audits it here
                 try:  # where a schema says more than its grammar can (a lookahead pattern), check it
                     syscall.validate(record.arguments)
                     record.status = "declared"
                     declared = True
                 except LlmosError as error:
                     record.status, record.error = "error", str(error)
-            else:
+                record.ms = 1000 * (time.perf_counter() - clock)
+                self.machine.fs.record_syscall(process.pid, record.name, record.arguments, record.status,
+                                               result=record.result, error=record.error, started=started,
+                                               ms=record.ms)
+            else:  # the gate validates, approves, runs and audits it
                 self._execute(process, syscall, record, events, cancel, request)
-            record.ms = 1000 * (time.perf_counter() - clock)
+                record.ms = 1000 * (time.perf_counter() - clock)
             turn.syscalls.append(record)
-            self.system.fs.record_syscall(process.pid, record.name, record.arguments, record.status,
-                                          result=record.result, error=record.error, started=started,
-                                          ms=record.ms)
             events.syscall_finished(record)
             if record.status == "denied":
                 turn.status = "denied"
@@ -610,44 +621,24 @@ class Kernel:
             return True
         return False
 
-    def _allowed(self, syscall: Syscall, arguments: dict[str, Any], events: Events, request: str) -> bool:
-        if not syscall.irreversible:
-            return True
-        if self.approve == "never":
-            return False
-        # Text from tools is data: an irreversible call whose values the user never said (they came
-        # from a file, OCR, a transcript) is asked about even under "auto".
-        if self.approve == "auto" and (not request or all_said({"arguments": arguments}, syscall.parameters,
-                                                               Source([request]))):
-            return True
-        try:
-            return bool(events.approve(syscall, arguments))
-        except Exception:
-            log.exception("approval prompt failed")
-            return False
-
     def _execute(self, process: Process, syscall: Syscall, record: SyscallRecord, events: Events,
                  cancel: threading.Event, request: str = "") -> None:
+        def said(arguments: dict[str, Any]) -> bool:
+            return all_said({"arguments": arguments}, syscall.parameters, Source([request]))
+
+        # Text from tools is data: an irreversible call whose values the user never said (they came
+        # from a file, OCR, a transcript) is asked about even under "auto".
+        approval = Approval(self.approve, confirm=events.approve, said=said if request else None)
         try:
-            arguments = syscall.validate(record.arguments)
-        except LlmosError as error:
-            record.status, record.error = "error", str(error)
-            return
-        if not self._allowed(syscall, arguments, events, request):
-            record.status = "denied"
-            record.error = "denied by the approval policy"
-            if self.approve == "auto":
-                record.error += " (its arguments come from tool output, not from the request)"
-            return
-        ctx = SyscallContext(system=self.system, pid=process.pid, cancel=cancel)
-        try:
-            record.result = self.system.dispatch(SyscallCall(syscall=syscall, arguments=record.arguments, ctx=ctx))
+            record.result = self.machine.gate.call(syscall, record.arguments, approval=approval,
+                                                   pid=process.pid, cancel=cancel)
             if isinstance(record.result, bytes):
                 record.result = result_text(record.result)
+        except Denied as error:
+            record.status, record.error = "denied", str(error)
         except (Cancelled, KeyboardInterrupt):
             raise
         except Exception as error:  # a driver's failure is the model's information, not the kernel's end
             log.exception("syscall %s failed", syscall.name)
-            record.status = "error"
-            record.error = f"{type(error).__name__}: {error}" if not isinstance(error, LlmosError) else str(error)
+            record.status, record.error = "error", one_line(error)
 

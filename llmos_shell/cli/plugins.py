@@ -21,18 +21,12 @@ from llmos_shell.errors import UsageError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 
-MODULE = '''"""{name}: a driver plugin for llmos.
-
-Every hook this module can implement is documented in llmos_shell/hookspecs.py.
-Try it without a model:
-
-    llmos call {ident}_count_words '{{"text": "one two three"}}'
-"""
-
+# The driver both shapes start from: one syscall that works, registered the way the kernel's router and
+# approval policy need (examples, output, capabilities), and a status.
+DRIVER = '''
 from __future__ import annotations
 
-from llmos_shell import DriverStatus, hookimpl
-from llmos_shell.errors import UsageError
+from llmos_shell import DriverStatus, UsageError, hookimpl
 
 
 def {ident}_count_words(text: str | None = None, path: str | None = None, ctx=None) -> dict:
@@ -46,14 +40,22 @@ def {ident}_count_words(text: str | None = None, path: str | None = None, ctx=No
         raise UsageError("{ident}_count_words: give either text or path")
     if path is not None:
         text = ctx.fs.read_text(path)  # ctx also has .cpu (the model), .pid, .cancel, .config
-    return {{"words": len(text.split()), "lines": len(text.splitlines())}}
+    words = len(text.split())
+    return {{"words": words, "lines": len(text.splitlines()), "summary": f"{{words}} words"}}
 
 
 @hookimpl
 def register_syscalls(register):
-    # capabilities tell the kernel's approval policy what a syscall does:
-    # reads_fs, writes_fs, irreversible, uses_cpu, audio_out, reads_host
-    register({ident}_count_words, capabilities=["reads_fs"])
+    register(
+        {ident}_count_words,
+        # what the syscall does, for the approval policy: reads_fs, writes_fs, irreversible, uses_cpu, ...
+        capabilities=["reads_fs"],
+        # requests as a user types them: the kernel's router chooses this syscall from them
+        examples=["How many words are in /notes/essay.txt?", "Count the words of 'to be or not to be'"],
+        reads=["text/*"],     # the kinds of file its path takes
+        input="text",         # where a previous step's output goes ("read the sign and count its words")
+        output="summary",     # the field of the result the user sees as the reply
+    )
 
 
 @hookimpl
@@ -61,6 +63,15 @@ def driver_status(system):
     # check cheaply whether the backends this driver needs are installed
     return DriverStatus("{name}", True, backend="python")
 '''
+
+MODULE = '''"""{name}: a driver plugin for llmos.
+
+Every hook this module can implement is documented in llmos_shell/hookspecs.py.
+Try it without a model:
+
+    llmos call {ident}_count_words '{{"text": "one two three"}}'
+"""
+''' + DRIVER
 
 TEST = '''"""Tests of the {name} driver, against a real llmos system in a temporary home."""
 
@@ -72,13 +83,14 @@ from llmos_shell.testing import make_system
 
 def test_count_words_of_text(tmp_path):
     system = make_system(tmp_path, plugins=["llmos_{ident}"], strict=True)
-    assert system.call("{ident}_count_words", {{"text": "one two three"}}) == {{"words": 3, "lines": 1}}
+    assert system.call("{ident}_count_words", {{"text": "one two three"}})["words"] == 3
 
 
 def test_count_words_of_a_file(tmp_path):
     system = make_system(tmp_path, plugins=["llmos_{ident}"], strict=True)
     system.fs.write("/notes/todo.txt", "buy milk\\ncall mum\\n")
-    assert system.call("{ident}_count_words", {{"path": "/notes/todo.txt"}}) == {{"words": 4, "lines": 2}}
+    assert system.call("{ident}_count_words", {{"path": "/notes/todo.txt"}}) == {{"words": 4, "lines": 2,
+                                                                          "summary": "4 words"}}
     system.close()
 
 
@@ -136,29 +148,7 @@ The whole plugin API is documented in llmos_shell/hookspecs.py. Try it:
 
     llmos call {ident}_count_words '{{"text": "one two three"}}'
 """
-
-from llmos_shell import hookimpl
-from llmos_shell.errors import UsageError
-
-
-def {ident}_count_words(text: str | None = None, path: str | None = None, ctx=None) -> dict:
-    """Count the words and lines of a text, or of a text file in the filesystem.
-
-    Args:
-        text: The text to count (leave out when giving path).
-        path: Path of a text file in the filesystem instead, like /notes/todo.txt.
-    """
-    if (text is None) == (path is None):
-        raise UsageError("{ident}_count_words: give either text or path")
-    if path is not None:
-        text = ctx.fs.read_text(path)
-    return {{"words": len(text.split()), "lines": len(text.splitlines())}}
-
-
-@hookimpl
-def register_syscalls(register):
-    register({ident}_count_words, capabilities=["reads_fs"])
-'''
+''' + DRIVER
 
 
 def _check_name(name: str) -> str:

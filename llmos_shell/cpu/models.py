@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 
 from llmos_shell.config import Config
 from llmos_shell.errors import BadModelFile, ModelNotInstalled, UsageError
-from llmos_shell.gguf_check import check_gguf
+from llmos_shell.cpu.gguf_check import check_gguf
 
 CHUNK = 4 * 1024 * 1024
 

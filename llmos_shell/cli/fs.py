@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any, Iterable
 
 import click
 
 from llmos_shell.errors import UsageError
+from llmos_shell.format import human_size, when
 
 
 def _fs(state):
@@ -31,26 +31,12 @@ def _echo_lines(rows: Iterable[Any]) -> None:
         _echo_json(row)
 
 
-def _when(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "K", "M", "G"):
-        if n < 1024 or unit == "G":
-            return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)  # pragma: no cover
-
-
 def _long_line(entry: dict[str, Any]) -> str:
     is_dir = entry["kind"] == "dir"
     name = entry["name"] + ("/" if is_dir and entry["name"] != "/" else "")
-    size = "-" if is_dir else _size(entry["size"])
+    size = "-" if is_dir else human_size(entry["size"])
     mime = "directory" if is_dir else entry["mime"]
-    return f"{'d' if is_dir else '-'} {size:>8}  {_when(entry['modified'])}  {mime:<24} {name}"
+    return f"{'d' if is_dir else '-'} {size:>8}  {when(entry['modified'])}  {mime:<24} {name}"
 
 
 # --- llmos fs -------------------------------------------------------------------------------
@@ -106,8 +92,8 @@ def fs_stat(state, path: str, as_json: bool) -> None:
         return
     for key in ("path", "kind", "mime", "size", "text", "sha256"):
         click.echo(f"{key:<9} {info[key] if info[key] is not None else '-'}")
-    click.echo(f"{'created':<9} {_when(info['created'])}")
-    click.echo(f"{'modified':<9} {_when(info['modified'])}")
+    click.echo(f"{'created':<9} {when(info['created'])}")
+    click.echo(f"{'modified':<9} {when(info['modified'])}")
 
 
 @fs_group.command("cat")
@@ -279,7 +265,7 @@ def ps_command(state, as_json: bool) -> None:
     click.echo(f"{'PID':>5} {'PARENT':>6}  {'STATUS':<11} {'MSGS':>5} {'CALLS':>5}  {'CREATED':<19}  {'MODEL':<28} NAME")
     for row in rows:
         click.echo(f"{row['pid']:>5} {row['parent'] or '-':>6}  {row['status']:<11} {row['messages']:>5} "
-                   f"{row['syscalls']:>5}  {_when(row['created'])}  {(row['model'] or '-')[:28]:<28} {row['name']}")
+                   f"{row['syscalls']:>5}  {when(row['created'])}  {(row['model'] or '-')[:28]:<28} {row['name']}")
 
 
 @click.command("log")
@@ -300,7 +286,7 @@ def log_command(state, pid: int | None, limit: int | None, as_json: bool) -> Non
         arguments = json.dumps(row["arguments"], ensure_ascii=False)
         if len(arguments) > 80:
             arguments = arguments[:79] + "…"
-        line = (f"{_when(row['started'])}  pid {row['pid'] if row['pid'] is not None else '-':<4} "
+        line = (f"{when(row['started'])}  pid {row['pid'] if row['pid'] is not None else '-':<4} "
                 f"{row['name']:<16} {row['status']:<8} {row['ms']:>8.1f} ms  {arguments}")
         if row["error"]:
             line += f"  error: {row['error']}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmos_shell.memory import Memory
+from llmos_shell.kernel.memory import Memory
 from llmos_shell.syscalls import SyscallTable
 
 

@@ -146,7 +146,7 @@ class Router:
 
     def __init__(self, encoder=None, policy: RouterPolicy | None = None, cache_dir: Path | None = None) -> None:
         if encoder is None:
-            from llmos_shell.embed import shared_encoder
+            from llmos_shell.kernel.embed import shared_encoder
 
             encoder = shared_encoder()
         self.encoder = encoder

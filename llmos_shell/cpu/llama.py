@@ -1,8 +1,5 @@
-"""The CPU: a language model behind a small interface the kernel talks to.
-
-:class:`Cpu` is the interface (tokenize, chat template, generate with streaming,
-grammar, stop sequences, seed, cancellation). :class:`LlamaCpu` runs a GGUF
-model in-process with llama-cpp-python. A ``Llama`` object is not thread-safe,
+"""The in-process CPU: :class:`LlamaCpu` runs a GGUF model with llama-cpp-python
+behind the :class:`~llmos_shell.cpu.base.Cpu` interface. A ``Llama`` object is not thread-safe,
 so one worker thread owns it and every caller queues requests to that worker;
 tokens stream back to the caller's thread, where Ctrl-C can reach them.
 """
@@ -14,102 +11,14 @@ import os
 import queue
 import threading
 import time
-from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
-from llmos_shell.errors import BadModelFile, Cancelled, LlmosError
+from llmos_shell.cpu.base import Cpu, Generation, GenerationStats
+from llmos_shell.errors import BadModelFile, LlmosError
 
 log = logging.getLogger("llmos.cpu")
-
-TokenCallback = Callable[[str], None]
-
-
-@dataclass
-class GenerationStats:
-    """Timing of one generation, as ``llmos run --json`` reports it per turn."""
-
-    prefill_tokens: int = 0      # prompt tokens evaluated this time
-    cached_tokens: int = 0       # prompt tokens reused from the KV cache
-    ttft_ms: float = 0.0         # time to first token
-    decode_tokens: int = 0
-    decode_tok_s: float = 0.0
-    total_ms: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
-
-    def clock(self, started: float, first: float | None, last: float | None) -> None:
-        """Fill in the times from when the request started and its first and last tokens came."""
-        if first is not None:
-            self.ttft_ms = 1000 * (first - started)
-            if self.decode_tokens > 1 and last > first:
-                self.decode_tok_s = (self.decode_tokens - 1) / (last - first)
-        self.total_ms = 1000 * (time.perf_counter() - started)
-
-
-@dataclass
-class Generation:
-    text: str
-    finish_reason: str            # "stop", "length" or "cancelled"
-    stats: GenerationStats = field(default_factory=GenerationStats)
-
-    @property
-    def cancelled(self) -> bool:
-        return self.finish_reason == "cancelled"
-
-
-class Cpu(ABC):
-    """What the kernel needs from a model."""
-
-    name: str = "cpu"
-    sha256: str | None = None
-    n_ctx: int = 2048
-    # What the last decision (next_token_logprobs, logprob) cost: tokens evaluated and reused, time.
-    decision_stats: GenerationStats | None = None
-
-    @abstractmethod
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens of ``text`` (special tokens such as ``<|im_start|>`` parsed as such)."""
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenize(text))
-
-    @abstractmethod
-    def format_chat(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None) -> str:
-        """The prompt for ``messages`` in the model's own chat template, ending with the assistant prompt."""
-
-    @abstractmethod
-    def generate(self, prompt: str, *, max_tokens: int = 512, grammar: str | None = None,
-                 stop: Sequence[str] = (), seed: int | None = None, temperature: float = 0.0,
-                 on_token: TokenCallback | None = None, cancel: threading.Event | None = None,
-                 ban_first: Sequence[str] = ()) -> Generation:
-        """Continue ``prompt``. Under a ``grammar`` (GBNF) decoding is greedy and ends as soon as the
-        text is complete under it; ``on_token`` gets each piece of text as it comes;
-        setting ``cancel`` stops generation within one token (finish_reason "cancelled");
-        the first token may not start with any of ``ban_first`` (e.g. a reply must not open a call)."""
-
-    def next_token_logprobs(self, prompt: str, candidates: Iterable[str]) -> dict[str, float]:
-        """Log-probability that the next token starts with each candidate string (for decisions)."""
-        raise NotImplementedError
-
-    def logprob(self, prefix: str, text: str) -> tuple[float, int]:
-        """Log-probability of ``text`` right after ``prefix`` (plain text, no chat template), and the
-        number of tokens of ``text`` (for decisions that compare likelihoods)."""
-        raise NotImplementedError
-
-    def chat(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> str:
-        """Convenience for drivers: one reply to ``messages``, as text."""
-        generation = self.generate(self.format_chat(messages), **kwargs)
-        if generation.cancelled:
-            raise Cancelled("cancelled")
-        return generation.text
-
-    def close(self) -> None:
-        pass
-
 
 # --- llama-cpp-python in-process ------------------------------------------------------
 
@@ -295,8 +204,8 @@ class LlamaCpu(Cpu):
 
     def _w_generate_constrained(self, last_token, grammar, max_tokens, cancel, emit, started,
                                 stats) -> Generation:
-        """Greedy decoding under a grammar, checking few tokens per step (see constrained.py)."""
-        from llmos_shell import constrained
+        """Greedy decoding under a grammar, checking few tokens per step (see cpu/decoder.py)."""
+        from llmos_shell.cpu import decoder
 
         llm = self._llm
         llm.eval([last_token])
@@ -308,7 +217,7 @@ class LlamaCpu(Cpu):
             clock["last"] = now
             emit(piece)
 
-        text, finish, count = constrained.decode(llm, grammar, max_tokens, end_tokens=self._w_end_tokens(),
+        text, finish, count = decoder.decode(llm, grammar, max_tokens, end_tokens=self._w_end_tokens(),
                                                  emit=on_piece, cancelled=cancel.is_set)
         stats.decode_tokens = count
         stats.clock(started, clock["first"], clock["last"])

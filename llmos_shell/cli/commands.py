@@ -1,0 +1,74 @@
+"""`llmos call` and `llmos drivers`: one syscall by hand, and what each driver can do."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from llmos_shell.errors import UsageError
+
+
+@click.command("call")
+@click.argument("syscall")
+@click.argument("arguments", required=False, default="{}")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON even if it is text.")
+@click.option("--approve", type=click.Choice(["ask", "auto", "never"]), default=None,
+              help="For a syscall that cannot be undone: ask (the default at a terminal), auto, or never "
+                   "(the default otherwise).")
+@click.pass_obj
+def call_command(state, syscall: str, arguments: str, as_json: bool, approve: str | None) -> None:
+    """Run one SYSCALL with JSON ARGUMENTS, no model involved, and print its result.
+
+    It goes through the kernel's gate: arguments checked, the approval policy applied to
+    syscalls that cannot be undone, the call written to the audit log (`llmos log`).
+
+    Example: llmos call write_file '{"path": "/notes/a.txt", "content": "hi"}'
+    """
+    try:
+        args = json.loads(arguments)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"arguments are not valid JSON: {error.msg} at column {error.colno}") from None
+    from llmos_shell.errors import LlmosError
+
+    if approve is None:
+        approve = "ask" if sys.stdin.isatty() else "never"
+
+    def confirm(entry, values) -> bool:
+        return click.confirm(f"{entry.name} {json.dumps(values, ensure_ascii=False)} cannot be undone. Run it?",
+                             default=False, err=True)
+
+    try:
+        result = state.system.call(syscall, args, approve=approve, confirm=confirm)
+    except LlmosError:
+        raise
+    except Exception as error:  # the driver's failure, not llmos's: say so in one line
+        logging.getLogger("llmos.call").exception("syscall %s failed", syscall)
+        raise LlmosError(f"syscall {syscall} failed: {type(error).__name__}: {error}") from error
+    if isinstance(result, str) and not as_json:
+        click.echo(result)
+    else:
+        click.echo(json.dumps(result, ensure_ascii=False, indent=None if as_json else 2, default=str))
+
+
+@click.command("drivers")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per driver.")
+@click.pass_obj
+def drivers_command(state, as_json: bool) -> None:
+    """Every driver and its syscalls: ok (with its backend), unavailable (why) or broken (the error)."""
+    from llmos_shell.drivers import driver_report
+
+    rows = driver_report(state.system)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    for row in rows:
+        status = row["status"]
+        colour = {"ok": "green", "unavailable": "yellow", "broken": "red"}.get(status, None)
+        detail = row.get("backend") if status == "ok" else row.get("detail")
+        click.echo(f"{row['driver']:<12} " + click.style(f"{status:<12}", fg=colour) + f" {detail or ''}")
+        if row["syscalls"]:
+            click.echo(f"{'':<12}  syscalls: {', '.join(row['syscalls'])}")

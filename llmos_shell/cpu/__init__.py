@@ -1,0 +1,12 @@
+"""The CPU: a language model behind the small interface the kernel talks to.
+
+``base`` (the :class:`Cpu` interface and generation results), ``llama`` (a GGUF
+model in-process), ``decoder`` (greedy grammar-constrained decoding), ``gguf_check``
+(a model file checked before llama.cpp reads it) and ``models`` (manifests,
+installation, loading the configured model).
+"""
+
+from llmos_shell.cpu.base import Cpu, Generation, GenerationStats
+from llmos_shell.cpu.llama import LlamaCpu
+
+__all__ = ["Cpu", "Generation", "GenerationStats", "LlamaCpu"]

@@ -1,0 +1,121 @@
+"""The house plan, checked: which part of llmos may import which.
+
+Imports are read from the source (ast), module level and inside functions alike;
+only ``if TYPE_CHECKING:`` blocks are exempt (annotations, never run).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "llmos_shell"
+DRIVERS = ROOT / "plugins"
+
+#: What a driver may import of llmos: the plugin API.
+PUBLIC_API = {"llmos_shell", "llmos_shell.errors", "llmos_shell.hookspecs", "llmos_shell.toolkit",
+              "llmos_shell.testing"}
+
+#: part -> imports it must never make (a prefix matches the module and everything under it).
+FORBIDDEN = {
+    "llmos_shell.kernel": ("llmos_shell.shell", "llmos_shell.cli", "click", "prompt_toolkit"),
+    "llmos_shell.cpu": ("llmos_shell.kernel", "llmos_shell.fs", "llmos_shell.shell", "llmos_shell.cli"),
+    "llmos_shell.fs": ("llmos_shell.kernel", "llmos_shell.cpu", "llmos_shell.shell", "llmos_shell.cli"),
+    "llmos_shell.hookspecs": ("llmos_shell.system", "llmos_shell.syscalls", "llmos_shell.kernel"),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[0] == "plugins":
+        parts[0] = "llmos_plugins"
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, outside ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse(path.read_text(), str(path))
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(child) for child in ast.walk(node))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            # `from llmos_shell import testing` imports a module, not a name
+            found.update(f"{node.module}.{alias.name}" for alias in node.names
+                         if (ROOT / node.module.replace(".", "/") / f"{alias.name}.py").exists())
+    return found
+
+
+def sources(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+@pytest.mark.parametrize("path", sources(PACKAGE), ids=lambda p: module_name(p))
+def test_each_part_imports_only_what_its_layer_allows(path):
+    name = module_name(path)
+    bad = sorted(imported for part, forbidden in FORBIDDEN.items() if under(name, part)
+                 for imported in imports(path) if any(under(imported, f) for f in forbidden))
+    assert not bad, f"{name} imports {bad}"
+
+
+@pytest.mark.parametrize("path", sources(DRIVERS), ids=lambda p: module_name(p))
+def test_a_driver_imports_only_the_public_api(path):
+    private = sorted(i for i in imports(path) if under(i, "llmos_shell") and i not in PUBLIC_API)
+    assert not private, f"{module_name(path)} imports {private}: drivers use the plugin API only"
+
+
+def test_no_module_reaches_into_another_parts_private_attributes():
+    # `system._cpu` from the kernel or the shell was the old habit: parts talk through public names.
+    offenders = []
+    for path in sources(PACKAGE):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and isinstance(node.value, ast.Attribute) and node.value.attr in ("system", "machine", "kernel")):
+                offenders.append(f"{module_name(path)}:{node.lineno} {ast.unparse(node)}")
+    assert not offenders
+
+
+def test_no_import_cycles_between_modules():
+    graph = {module_name(p): {i for i in imports(p) if under(i, "llmos_shell")} for p in sources(PACKAGE)}
+    # A package's __init__ re-exporting its modules is not a cycle of the parts themselves.
+    for name, edges in graph.items():
+        graph[name] = {e for e in edges if e in graph and not under(name, e) and not under(e, name)}
+
+    def cycle_from(start: str) -> list[str] | None:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, trail = stack.pop()
+            for nxt in graph.get(node, ()):
+                if nxt == start:
+                    return trail + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, trail + [nxt]))
+        return None
+
+    cycles = {" -> ".join(c) for name in graph if (c := cycle_from(name))}
+    assert not cycles, "import cycles:\n" + "\n".join(sorted(cycles))
+
+
+def test_the_layout_matches_the_readme_map():
+    readme = (ROOT / "README.md").read_text()
+    for part in ("kernel", "cpu", "fs", "cli", "shell"):
+        assert (PACKAGE / part / "__init__.py").exists()
+        assert f"llmos_shell/{part}/" in readme, f"the README's layout section does not name llmos_shell/{part}/"
