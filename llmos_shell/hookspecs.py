@@ -30,7 +30,7 @@ Syscalls
     A syscall is a typed function with a docstring (see :func:`register_syscalls`).
     It returns something JSON-serialisable (a ``str``, or a ``dict`` of facts,
     is what the model reads best). A parameter named ``ctx`` receives a
-    :class:`SyscallContext`:
+    :class:`SyscallContext`, the narrow handle a driver gets of the machine:
 
     * ``ctx.fs`` — the SQLite filesystem: ``read(path) -> bytes``,
       ``read_text(path)``, ``write(path, data, mime=None)``, ``exists``, ``stat``.
@@ -40,9 +40,14 @@ Syscalls
       queue on the kernel's single CPU worker; never load a second model. The
       first access loads the model and raises :class:`~llmos_shell.errors.LlmosError`
       when none can load: catch it if the driver has another way.
-    * ``ctx.cancel`` — a ``threading.Event`` set on Ctrl-C: check it in long loops
-      and raise :class:`~llmos_shell.errors.Cancelled`.
+    * ``ctx.cancel`` — a ``threading.Event`` set on Ctrl-C or at the call's time-out:
+      check it in long loops and raise :class:`~llmos_shell.errors.Cancelled`.
     * ``ctx.config`` — settings (``home``, ``model``); ``ctx.pid`` — the calling process.
+
+    Every call, the model's or one made by hand (``llmos call``, the shell's
+    ``call``), goes through one gate (:mod:`llmos_shell.gate`): arguments checked
+    against the schema, the approval policy, the :func:`call_syscall` wrappers,
+    the time-out, and a record in the audit log.
 
 Errors
     Raise :class:`~llmos_shell.errors.UsageError` for bad arguments and
@@ -57,7 +62,9 @@ Errors
 Backends
     The bundled drivers choose a backend with an environment variable
     (``LLMOS_TRANSLATE_BACKEND=auto|cpu|apertium`` ...) and report it through
-    :func:`driver_status`; do the same, and say how to install what is missing.
+    :func:`driver_status`; do the same with :mod:`llmos_shell.toolkit`
+    (``backend_setting``, ``Backend``, ``usable``), and say how to install what
+    is missing.
 
 Testing
     :mod:`llmos_shell.testing` has ``make_system(tmp_path, plugins=["my_module"],
@@ -243,8 +250,10 @@ def driver_status(system: Machine) -> list[DriverStatus] | DriverStatus | None:
 def call_syscall(call: SyscallCall) -> Any:
     """Run one syscall and return its result (JSON-serialisable, or bytes/str).
 
-    The kernel implements this hook itself (it runs the function); plugins wrap
-    it with ``@hookimpl(wrapper=True)`` to time, audit or veto calls. A wrapper
+    llmos implements this hook itself (:mod:`llmos_shell.gate`: its own wrappers
+    audit every call and check its arguments and approval; its implementation runs
+    the function under the time-out); plugins wrap it with
+    ``@hookimpl(wrapper=True)`` to time or veto calls. A wrapper
     ``yield``s to get the result (or the exception, re-raised at the ``yield``)
     and returns what the kernel should see. Raise
     :class:`llmos_shell.errors.Denied` before yielding to refuse the call.

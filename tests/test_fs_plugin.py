@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llmos_shell.errors import FsError, UsageError
+from llmos_shell.errors import Denied, FsError, UsageError
 from llmos_shell.syscalls import ArgumentError
 from llmos_shell.testing import make_system
 
@@ -53,9 +53,11 @@ def test_write_list_read_search_delete(system):
                      "lines": [{"path": "/notes/todo.txt", "line": 1, "text": "buy milk"}],
                      "found": "/notes/todo.txt: buy milk"}
     assert system.call("search_files", {"query": "TODO"})["names"] == ["/notes/todo.txt"]
-    with pytest.raises(FsError, match="directory not empty"):
+    with pytest.raises(Denied, match="approval policy"):  # irreversible: refused unless approved
         system.call("delete_file", {"path": "/notes"})
-    assert system.call("delete_file", {"path": "/notes", "recursive": True}) == {
+    with pytest.raises(FsError, match="directory not empty"):
+        system.call("delete_file", {"path": "/notes"}, approve="auto")
+    assert system.call("delete_file", {"path": "/notes", "recursive": True}, approve="auto") == {
         "deleted": "/notes", "removed": 2, "done": "Deleted /notes."}
     assert system.call("list_files", {})["entries"] == []
     json.dumps(found)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from llmos_shell import hookimpl
+from llmos_shell.errors import Denied
 from llmos_shell.kernel.grammar import write_calls
 from llmos_shell.kernel.loop import Kernel
 from llmos_shell.kernel.router import Router, clauses, describe
@@ -206,8 +207,9 @@ def test_an_irreversible_call_from_tool_output_is_not_run_under_auto(system):
     from llmos_shell.kernel.loop import Events
 
     # the user asked about dinner; the path to wipe was never in their words
-    assert not kernel._allowed(syscall, {"path": "/photos/cat.png"}, Events(), "What does my note say?")
-    assert kernel._allowed(syscall, {"path": "/photos/cat.png"}, Events(), "Wipe /photos/cat.png")
+    with pytest.raises(Denied, match="come from tool output"):
+        kernel.approval(syscall, Events(), "What does my note say?").check(syscall, {"path": "/photos/cat.png"})
+    kernel.approval(syscall, Events(), "Wipe /photos/cat.png").check(syscall, {"path": "/photos/cat.png"})
 
 
 def test_a_bare_file_name_of_a_task_input_is_that_file(system):

@@ -289,7 +289,7 @@ def test_call_goes_through_the_same_approval(home):
      .after(None, "y" + ENTER)
      .line('call delete_file {"path": "/b.txt"}', after="deleted")
      .after(None, "n" + ENTER)
-     .line("call delete_file {oops", after="denied: delete_file was not run")
+     .line("call delete_file {oops", after="denied: delete_file was denied by the approval policy (ask)")
      .line("call nope {}", after="not valid JSON")
      .line("log", after="no syscall named 'nope'"))
     out = session.run()
@@ -467,7 +467,7 @@ def test_piped_standard_input_runs_lines_as_a_script(home):
         "wrote /a.txt (6B)",
         "piped",
         'delete_file {"path": "/a.txt", "recursive": false} cannot be undone. Run it? [y/N] n',
-        "denied: delete_file was not run (approval policy: ask)",
+        "denied: delete_file was denied by the approval policy (ask)",
         "error: no such file: /nope",
         "a.txt",
     ]

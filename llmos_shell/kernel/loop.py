@@ -621,16 +621,20 @@ class Kernel:
             return True
         return False
 
-    def _execute(self, process: Process, syscall: Syscall, record: SyscallRecord, events: Events,
-                 cancel: threading.Event, request: str = "") -> None:
+    def approval(self, syscall: Syscall, events: Events, request: str = "") -> Approval:
+        """The policy a call of ``syscall`` made for ``request`` runs under."""
         def said(arguments: dict[str, Any]) -> bool:
             return all_said({"arguments": arguments}, syscall.parameters, Source([request]))
 
         # Text from tools is data: an irreversible call whose values the user never said (they came
         # from a file, OCR, a transcript) is asked about even under "auto".
-        approval = Approval(self.approve, confirm=events.approve, said=said if request else None)
+        return Approval(self.approve, confirm=events.approve, said=said if request else None)
+
+    def _execute(self, process: Process, syscall: Syscall, record: SyscallRecord, events: Events,
+                 cancel: threading.Event, request: str = "") -> None:
         try:
-            record.result = self.machine.gate.call(syscall, record.arguments, approval=approval,
+            record.result = self.machine.gate.call(syscall, record.arguments,
+                                                   approval=self.approval(syscall, events, request),
                                                    pid=process.pid, cancel=cancel)
             if isinstance(record.result, bytes):
                 record.result = result_text(record.result)
