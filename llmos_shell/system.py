@@ -44,7 +44,7 @@ class System:
         loader.load_folder(config.plugins_dir)
         from llmos_shell.mcp.drivers import McpHub
 
-        self.mcp = McpHub(config.home)   # the servers of $LLMOS_HOME/mcp.json, one driver each
+        self.mcp = McpHub(config)   # the servers of $LLMOS_HOME/mcp.json, one driver each
         self.mcp.load(loader)
         loader.register_syscalls()
         self.broken = loader.broken

@@ -92,6 +92,7 @@ def main() -> None:
     if args.exit_at_start:
         print("notes: cannot open the notebook: permission denied", file=sys.stderr)
         sys.exit(2)
+    args.store.with_suffix(".pid").write_text(str(os.getpid()))  # for the test that llmos stops it
     build(args.store).run()
 
 

@@ -171,10 +171,13 @@ class ToolCache:
 class ServerDriver:
     """The pluggy plugin of one MCP server (registered under the server's name)."""
 
-    def __init__(self, spec: ServerSpec, connection: Connection, cache: ToolCache) -> None:
+    def __init__(self, spec: ServerSpec, connection: Connection, cache: ToolCache,
+                 default_timeout: float | None = None) -> None:
         self.spec = spec
         self.connection = connection
         self.cache = cache
+        # A call is cut here, after the server has started (its start has a time-out of its own).
+        self.call_timeout = spec.timeout or default_timeout or None
         self.cached = False   # the tool list came from the cache: the server has not run yet
         self.system: Any = None
 
@@ -194,7 +197,11 @@ class ServerDriver:
             register(self._caller(record["name"]), name=syscall_name(self.spec.name, record["name"]),
                      description=_describe(record),
                      parameters=record.get("inputSchema") or {"type": "object", "properties": {}},
-                     capabilities=capabilities(record.get("annotations")), timeout=self.spec.timeout)
+                     capabilities=capabilities(record.get("annotations")), timeout=self._watchdog_timeout())
+
+    def _watchdog_timeout(self) -> float | None:
+        """The kernel's watchdog is the backstop: a first call may also have to start the server."""
+        return None if self.call_timeout is None else self.call_timeout + self.spec.startup_timeout
 
     @hookimpl
     def startup(self, system) -> None:
@@ -205,7 +212,7 @@ class ServerDriver:
             cancel = ctx.cancel if ctx is not None else None
             fresh = not self.connection.running
             try:
-                result = self.connection.call_tool(tool, arguments, timeout=None, cancel=cancel)
+                result = self.connection.call_tool(tool, arguments, timeout=self.call_timeout, cancel=cancel)
             except McpError:
                 self._mark(ctx)
                 raise
@@ -242,8 +249,9 @@ class ServerDriver:
 class McpHub:
     """The MCP servers of one System: their drivers, the event loop they share, shutdown."""
 
-    def __init__(self, home: Path) -> None:
-        self.home = Path(home)
+    def __init__(self, config) -> None:
+        self.config = config
+        self.home = Path(config.home)
         self.loop = EventLoop()
         self.cache = ToolCache(self.home)
         self.drivers: dict[str, ServerDriver] = {}
@@ -264,7 +272,7 @@ class McpHub:
                                                         "already; rename the server in mcp.json")
                 continue
             connection = Connection(spec, self.loop, self.home / "mcp-logs")
-            driver = ServerDriver(spec, connection, self.cache)
+            driver = ServerDriver(spec, connection, self.cache, default_timeout=self.config.syscall_timeout)
             self.drivers[spec.name] = driver
             loader.load_plugin(spec.name, driver)
 
