@@ -18,7 +18,7 @@ from driver_fixtures import needs_binary, needs_module, text_image
 mcp = pytest.importorskip("mcp")
 from mcp import Client, StdioServerParameters  # noqa: E402
 from mcp.shared.exceptions import MCPError  # noqa: E402
-from mcp.types import INVALID_PARAMS, METHOD_NOT_FOUND, PARSE_ERROR  # noqa: E402
+from mcp.types import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,14 +111,17 @@ def test_stdio_answers_a_malformed_request_with_a_json_rpc_error(served_home):
                               cwd=str(REPO), text=True)
     try:
         server.stdin.write('{"jsonrpc": "2.0", "id": 1, "method": \n')   # cut off: not JSON
-        server.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/teleport", "params": {}}) + "\n")
+        server.stdin.write('{"id": 2, "params": {}}\n')                   # JSON, but not JSON-RPC
+        server.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/teleport", "params": {}}) + "\n")
         server.stdin.flush()
-        replies = [json.loads(server.stdout.readline()) for _ in range(2)]
+        replies = [json.loads(server.stdout.readline()) for _ in range(3)]
     finally:
         server.stdin.close()
         server.wait(timeout=30)
     assert replies[0]["error"]["code"] == PARSE_ERROR and replies[0]["id"] is None
-    assert replies[1]["id"] == 2 and replies[1]["error"]["code"] in (METHOD_NOT_FOUND, INVALID_PARAMS)
+    assert replies[1]["error"]["code"] == INVALID_REQUEST and replies[1]["id"] is None
+    assert replies[2]["id"] == 3 and replies[2]["error"]["code"] == METHOD_NOT_FOUND
+    assert server.returncode == 0   # stdin closed: it stops cleanly
 
 
 def free_port() -> int:

@@ -198,6 +198,17 @@ class LlmosMcp:
         return info, fs.read(path)
 
 
+def parse_failure(error: Exception):
+    """The JSON-RPC error answering a line that is not JSON (-32700) or not a JSON-RPC message (-32600)."""
+    from mcp.shared.message import SessionMessage
+    from mcp.types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+
+    kinds = {e.get("type") for e in getattr(error, "errors", lambda: [])()}
+    code, what = (PARSE_ERROR, "Parse error") if "json_invalid" in kinds else (INVALID_REQUEST, "Invalid request")
+    detail = " ".join(str(error).split())[:200]
+    return SessionMessage(JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=code, message=f"{what}: {detail}")))
+
+
 def serve_stdio(system, *, approve: str = "never", ask: bool = True) -> None:
     import anyio
     from mcp.server.stdio import stdio_server
@@ -207,7 +218,21 @@ def serve_stdio(system, *, approve: str = "never", ask: bool = True) -> None:
     async def main() -> None:
         # the SDK points fd 1 at stderr while it serves: a driver's stray print cannot corrupt the wire
         async with stdio_server() as (read_stream, write_stream):
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+            # The SDK's stdio transport drops a line it cannot parse; JSON-RPC wants an answer (id null).
+            to_server, from_client = anyio.create_memory_object_stream(0)
+
+            async def answer_bad_lines() -> None:
+                async with to_server:
+                    async for message in read_stream:
+                        if isinstance(message, Exception):
+                            await write_stream.send(parse_failure(message))
+                        else:
+                            await to_server.send(message)
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(answer_bad_lines)
+                await server.run(from_client, write_stream, server.create_initialization_options())
+                tasks.cancel_scope.cancel()
 
     anyio.run(main)
 
