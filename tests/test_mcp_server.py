@@ -159,6 +159,28 @@ def test_streamable_http_with_the_sdk_client(http_server, served_home):
     anyio.run(main)
 
 
+@needs_backends
+def test_llmos_uses_an_http_mcp_server_as_a_driver(http_server, tmp_path):
+    """The other way round over HTTP: a second llmos takes the first one's tools by its url."""
+    from llmos_shell.errors import Denied
+    from llmos_shell.testing import make_system
+
+    client_home = tmp_path / "client"
+    client_home.mkdir()
+    (client_home / "mcp.json").write_text(json.dumps({"mcpServers": {"remote": {"url": http_server}}}))
+    machine = make_system(client_home, plugins=[], strict=True)
+    try:
+        assert {"remote.translate", "remote.ocr", "remote.delete_file"} <= set(machine.table.names())
+        assert machine.table.get("remote.delete_file").irreversible         # destructiveHint, both ways
+        assert "read_only" in machine.table.get("remote.read_file").capabilities
+        result = machine.gated_call("remote.translate", {"text": "good morning", "target_lang": "es"})
+        assert result["translation"].lower().startswith("buenos d")
+        with pytest.raises(Denied):
+            machine.gated_call("remote.delete_file", {"path": "/notes/todo.txt"})
+    finally:
+        machine.close()
+
+
 def test_streamable_http_answers_malformed_json_with_a_json_rpc_error(http_server):
     import httpx2
 

@@ -108,6 +108,7 @@ class Connection:
         self._closing: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._log_offset = 0
+        self._errlog: Any = None
         self._start_lock = threading.Lock()
 
     @property
@@ -149,7 +150,7 @@ class Connection:
         from mcp.client.stdio import stdio_client
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        errlog = open(self.log_path, "a", encoding="utf-8")  # the server's stderr: kept for its errors
+        errlog = self._errlog = open(self.log_path, "a", encoding="utf-8")  # its stderr, kept for its errors
         self._log_offset = errlog.tell()
         params = StdioServerParameters(command=self.spec.command, args=list(self.spec.args),
                                        env=self.spec.env or None, cwd=self.spec.cwd)
@@ -187,6 +188,9 @@ class Connection:
                 raise
         finally:
             self._client = None
+            if self._errlog is not None:
+                self._errlog.close()
+                self._errlog = None
 
     async def _list_all(self, client: Any) -> list[Any]:
         tools, cursor = [], None
