@@ -92,8 +92,9 @@ class RouterPolicy:
     l2: float = 0.001
     #: A syscall without examples (an MCP server's tool), learnt from its description only, is the
     #: classifier's first choice at this probability: the kernel then asks the model whether to call
-    #: it ("what time is it in Tokyo?": 0.17 for time.get_current_time; chat requests give such
-    #: syscalls at most 0.02 in tests/test_mcp_client.py).
+    #: it ("what time is it in Tokyo?": 0.17 for time.get_current_time; with the time server and
+    #: tests/mcp_notes_server.py loaded, "Hello!", "Tell me a joke", "What is the capital of Japan?"
+    #: gave such syscalls at most 0.02).
     min_described: float = 0.1
 
 

@@ -102,6 +102,23 @@ def test_calls_go_through_the_gate_with_text_and_structured_results(system, note
     assert ("notes.add_note", "ok") in statuses and ("notes.read_note", "ok") in statuses
 
 
+def test_the_router_learns_tools_without_examples_from_their_descriptions(notes_home):
+    from llmos_shell.router import Router
+
+    machine = make_system(notes_home, plugins=["llmos_plugins.files", "llmos_plugins.translate"],
+                          model="/nonexistent/no-model.gguf")
+    try:
+        router = Router(cache_dir=notes_home / "cache")
+        plan = lambda text: router.plan(text, machine.table, lambda path: None)  # noqa: E731
+        assert plan("How many notes do I have?").names == ["notes.count_notes"]
+        assert plan("Delete every note in my notebook").names == ["notes.erase_notebook"]
+        assert plan("Translate 'good morning' into German").names == ["translate"]
+        hello = plan("Hello!")
+        assert hello.names == [] and router.described_candidate(hello, machine.table) is None
+    finally:
+        machine.close()
+
+
 def test_a_destructive_tool_is_denied_under_approve_never(system, notes_home):
     system.gated_call("notes.add_note", {"title": "a", "text": "keep me"})
     with pytest.raises(Denied, match="denied by the approval policy"):

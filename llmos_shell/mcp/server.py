@@ -75,6 +75,14 @@ class LlmosMcp:
         self.approve = approve
         self.ask = ask and system.cpu_status()[0] and ASK not in system.table
         self._cpu_lock = threading.Lock()   # one CPU: one ``ask`` at a time
+        if self.ask:  # load the model now, as the shell does: clients time out a first ``ask`` otherwise
+            threading.Thread(target=self._warm_up, name="llmos-mcp-warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        try:
+            self.system.cpu
+        except LlmosError as error:
+            log.warning("the model did not load: %s (ask will say so)", error)
 
     # --- tools ------------------------------------------------------------------------------
 
