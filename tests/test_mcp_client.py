@@ -20,7 +20,6 @@ from llmos_shell.kernel import Kernel
 from llmos_shell.mcp.drivers import RESULT_CHARS
 from llmos_shell.syscalls import ArgumentError
 from llmos_shell.testing import FakeCpu, make_system
-from llmos_shell.watchdog import SyscallTimeout
 
 TESTS = Path(__file__).parent
 NOTES_SERVER = TESTS / "mcp_notes_server.py"

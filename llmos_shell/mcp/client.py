@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
+from llmos_shell import __version__
 from llmos_shell.errors import Cancelled, LlmosError
 from llmos_shell.mcp.config import ServerSpec
 from llmos_shell.watchdog import POLL, SyscallTimeout, seconds
@@ -173,8 +174,10 @@ class Connection:
         from mcp.types import Implementation
 
         try:
-            async with Client(self._transport(), client_info=Implementation(name="llmos", version="0.1")) as client:
+            async with Client(self._transport(), client_info=Implementation(name="llmos", version=__version__)) as client:
                 tools = await self._list_all(client)
+                if ready.done():   # the start was given up meanwhile (its time-out)
+                    return
                 self._client = client
                 ready.set_result(tools)
                 await self._closing.wait()

@@ -33,7 +33,7 @@ from typing import Any
 from llmos_shell.errors import LlmosError
 from llmos_shell.hookspecs import DriverStatus, hookimpl
 from llmos_shell.mcp import config as mcp_config
-from llmos_shell.mcp.client import Connection, EventLoop, McpError, one_line
+from llmos_shell.mcp.client import Connection, EventLoop, McpError
 from llmos_shell.mcp.config import ServerSpec
 from llmos_shell.memory import MAX_TOOL_CHARS, sanitise
 
@@ -295,4 +295,4 @@ def probe(home: Path, spec: ServerSpec) -> list[dict[str, Any]]:
     return tools
 
 
-__all__ = ["McpHub", "ServerDriver", "capabilities", "syscall_name", "to_text", "probe", "one_line"]
+__all__ = ["McpHub", "ServerDriver", "capabilities", "syscall_name", "to_text", "probe"]
