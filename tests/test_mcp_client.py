@@ -208,6 +208,27 @@ def test_a_bad_mcp_json_is_one_broken_row(home):
     assert rows["good"]["status"] == "ok"
 
 
+def test_a_tool_with_a_bad_schema_is_left_out_and_the_others_stay(home):
+    from llmos_shell.mcp.config import parse_entry
+    from llmos_shell.mcp.drivers import ToolCache
+
+    write_servers(home, notes=notes_entry(home))
+    spec = parse_entry("notes", notes_entry(home))
+    ToolCache(home).put(spec, [  # a tool list as a server might give it (read from the cache: no start)
+        {"name": "echo", "description": "Echo a text", "inputSchema": {"type": "object", "properties": {
+            "text": {"type": "string"}}, "required": ["text"]}, "annotations": {"readOnlyHint": True}},
+        {"name": "odd", "description": "A tool whose schema is not JSON Schema",
+         "inputSchema": {"type": "object", "properties": {"x": {"type": 5}}}}])
+    machine = make_system(home, plugins=[])
+    try:
+        assert "notes.echo" in machine.table and "notes.odd" not in machine.table
+        status = {s.name: s for s in machine.driver_statuses()}["notes"]
+        assert status.ok and "left out: odd" in status.backend and "tools cached" in status.backend
+        assert machine.gated_call("notes.echo", {"text": "hi"}) == {"result": "hi"}   # started on first use
+    finally:
+        machine.close()
+
+
 def test_mcp_add_list_remove(home):
     added = run_llmos(home, "mcp", "add", "notes", "--", sys.executable, str(NOTES_SERVER), "--store",
                       str(home / "notes.json"))

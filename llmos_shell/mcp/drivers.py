@@ -36,6 +36,7 @@ from llmos_shell.mcp import config as mcp_config
 from llmos_shell.mcp.client import Connection, EventLoop, McpError
 from llmos_shell.mcp.config import ServerSpec
 from llmos_shell.memory import MAX_TOOL_CHARS, sanitise
+from llmos_shell.syscalls import SyscallError
 
 log = logging.getLogger("llmos.mcp")
 
@@ -179,6 +180,7 @@ class ServerDriver:
         # A call is cut here, after the server has started (its start has a time-out of its own).
         self.call_timeout = spec.timeout or default_timeout or None
         self.cached = False   # the tool list came from the cache: the server has not run yet
+        self.skipped: dict[str, str] = {}   # tools that are no syscall (tool name -> why)
         self.system: Any = None
 
     def tools(self) -> list[dict[str, Any]]:
@@ -194,10 +196,14 @@ class ServerDriver:
     @hookimpl
     def register_syscalls(self, register) -> None:
         for record in self.tools():
-            register(self._caller(record["name"]), name=syscall_name(self.spec.name, record["name"]),
-                     description=_describe(record),
-                     parameters=record.get("inputSchema") or {"type": "object", "properties": {}},
-                     capabilities=capabilities(record.get("annotations")), timeout=self._watchdog_timeout())
+            try:
+                register(self._caller(record["name"]), name=syscall_name(self.spec.name, record["name"]),
+                         description=_describe(record),
+                         parameters=record.get("inputSchema") or {"type": "object", "properties": {}},
+                         capabilities=capabilities(record.get("annotations")), timeout=self._watchdog_timeout())
+            except SyscallError as error:  # one tool with a bad schema: the server's other tools still work
+                log.warning("MCP server %s: tool %s left out: %s", self.spec.name, record.get("name"), error)
+                self.skipped[record["name"]] = str(error)
 
     def _watchdog_timeout(self) -> float | None:
         """The kernel's watchdog is the backstop: a first call may also have to start the server."""
@@ -235,13 +241,15 @@ class ServerDriver:
     @hookimpl
     def driver_status(self, system) -> DriverStatus:
         how = f"mcp {self.spec.describe()}"
-        if self.connection.running:
-            return DriverStatus(self.spec.name, True, backend=f"{how} (running)")
-        if self.spec.command and shutil.which(self.spec.command) is None and not os.path.isfile(self.spec.command):
+        missing = self.spec.command and shutil.which(self.spec.command) is None and not os.path.isfile(self.spec.command)
+        if missing and not self.connection.running:
             return DriverStatus(self.spec.name, False, detail=f"{how}: command {self.spec.command!r} not found "
                                                               "(install it, or fix mcp.json)")
-        return DriverStatus(self.spec.name, True,
-                            backend=f"{how} (not started{'; tools cached' if self.cached else ''})")
+        state = "running" if self.connection.running else \
+            f"not started{'; tools cached' if self.cached else ''}"
+        if self.skipped:
+            state += f"; left out: {', '.join(f'{n} ({e})' for n, e in self.skipped.items())}"
+        return DriverStatus(self.spec.name, True, backend=f"{how} ({state})")
 
 
 # --- all of them ----------------------------------------------------------------------------------
