@@ -7,7 +7,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 LLMOS       := $(VENV)/bin/llmos
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng espeak-ng apertium apertium-eng-spa apertium-eng-cat apertium-en-gl apertium-eo-en apertium-eu-en apertium-hbs-eng apertium-isl-eng apertium-mkd-eng sox libgl1 libglib2.0-0 fonts-dejavu-core
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng espeak-ng apertium apertium-eng-spa apertium-eng-cat apertium-en-gl apertium-eo-en apertium-eu-en apertium-hbs-eng apertium-isl-eng apertium-mkd-eng sox libgl1 libglib2.0-0 fonts-dejavu-core git
 PYTEST_ARGS ?=
 
 .PHONY: run test setup setup-test system-packages models bench clean help
@@ -30,7 +30,7 @@ setup-test: setup $(VENV)/.installed-test
 
 # System backends of the drivers (OCR, speech, translation), where apt exists and we are root.
 system-packages: $(VENV)/.apt
-$(VENV)/.apt: | $(PY)
+$(VENV)/.apt: Makefile | $(PY)
 	@if ! command -v apt-get >/dev/null 2>&1; then \
 		echo "note: no apt-get here; install these for every driver: $(APT_PACKAGES)"; \
 	elif [ "$$(id -u)" != 0 ]; then \

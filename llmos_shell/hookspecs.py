@@ -189,7 +189,7 @@ def register_syscalls(register: Callable[..., None]) -> None:
     """Register this plugin's syscalls.
 
     Call ``register(function, name=None, capabilities=(), examples=(), output=None,
-    timeout=None, reads=(), input=None)`` once per syscall.
+    timeout=None, reads=(), input=None, parameters=None, description=None)`` once per syscall.
     ``function`` is a typed function with a docstring: its JSON schema comes from
     the signature (``str``, ``int``, ``float``, ``bool``, ``list[X]``, ``Literal[...]``
     enums, defaults) and the docstring's ``Args:`` section (descriptions). A
@@ -197,7 +197,7 @@ def register_syscalls(register: Callable[..., None]) -> None:
     (``ctx.fs``, ``ctx.cpu``, ``ctx.pid``, ``ctx.cancel``) and is hidden from the model.
     ``capabilities`` are names from :data:`llmos_shell.syscalls.CAPABILITIES`
     (``reads_fs``, ``writes_fs``, ``irreversible``, ``uses_cpu``, ``audio_out``,
-    ``reads_host``); the kernel's approval policy uses them.
+    ``reads_host``, ``read_only``); the kernel's approval policy uses them.
 
     ``examples`` are a few requests as a user would type them that this syscall
     serves ("Translate 'good morning' into German"): the kernel's router compares
@@ -213,6 +213,12 @@ def register_syscalls(register: Callable[..., None]) -> None:
     ``input`` names the parameter that takes the previous step's output, as a
     command reads a pipe: in "read the sign and translate it", the OCR text goes
     to translate's ``text`` (``input="text"``).
+
+    A function whose arguments another protocol describes (the MCP bridge does this for each
+    tool of an MCP server) passes ``parameters=`` (a JSON Schema of an object) and
+    ``description=`` instead of a signature and a docstring; it is called with the validated
+    arguments as keywords (and ``ctx=`` if it has a ``ctx`` parameter). A name may then be
+    ``server.tool``.
 
     Raising here marks the plugin broken; the other plugins still load.
 

@@ -67,6 +67,10 @@ class PluginLoader:
         for name in names:
             self._register(name.rsplit(".", 1)[-1], lambda name=name: importlib.import_module(name))
 
+    def load_plugin(self, name: str, plugin: Any) -> None:
+        """A plugin object made at run time (an MCP server's driver), loaded like the others."""
+        self._register(name, lambda: plugin)
+
     def load_entry_points(self) -> None:
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             self._register(entry_point.name, entry_point.load)

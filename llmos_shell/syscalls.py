@@ -29,9 +29,11 @@ CAPABILITIES = {
     "uses_cpu": "runs the model (goes through the kernel's CPU queue)",
     "audio_out": "produces sound",
     "reads_host": "reads files of the host machine",
+    "read_only": "changes nothing: only reads or computes (an MCP tool's readOnlyHint)",
 }
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# A name, or "server.tool" for a tool of an MCP server (whose tool names may hold hyphens).
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}(?:\.[A-Za-z0-9_][A-Za-z0-9_-]{0,63})?$")
 
 
 class SyscallError(LlmosError):
@@ -169,8 +171,12 @@ def function_schema(function: Callable[..., Any]) -> tuple[str, dict[str, Any], 
 def make_syscall(function: Callable[..., Any], *, name: str | None = None,
                  capabilities: typing.Iterable[str] = (), driver: str = "", examples: typing.Iterable[str] = (),
                  output: str | None = None, timeout: float | None = None, reads: typing.Iterable[str] = (),
-                 input: str | None = None) -> Syscall:
-    """Build a :class:`Syscall` from a typed, documented function."""
+                 input: str | None = None, parameters: dict[str, Any] | None = None,
+                 description: str | None = None) -> Syscall:
+    """Build a :class:`Syscall` from a typed, documented function.
+
+    ``parameters`` (a JSON Schema) and ``description`` describe a function that takes its arguments
+    as ``**kwargs`` (a bridge to another tool protocol, such as MCP) instead of its signature."""
     if not callable(function):
         raise SyscallError(f"register() needs a function, got {function!r}")
     name = name or function.__name__
@@ -186,7 +192,10 @@ def make_syscall(function: Callable[..., Any], *, name: str | None = None,
         raise SyscallError(f"{name}: output names a field of the result (or '*' for all of it)")
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise SyscallError(f"{name}: timeout must be a positive number of seconds")
-    description, parameters, wants_ctx = function_schema(function)
+    if parameters is None:
+        description, parameters, wants_ctx = function_schema(function)
+    else:
+        description, parameters, wants_ctx = _schema_described(function, name, parameters, description)
     reads = tuple(reads)
     if reads and "path" not in parameters["properties"]:
         raise SyscallError(f"{name}: reads= describes the 'path' parameter, and there is none")
@@ -195,6 +204,21 @@ def make_syscall(function: Callable[..., Any], *, name: str | None = None,
     return Syscall(name=name, function=function, description=description, parameters=parameters,
                    capabilities=frozenset(capabilities), driver=driver, wants_ctx=wants_ctx,
                    examples=examples, output=output, timeout=timeout, reads=reads, input=input)
+
+
+def _schema_described(function: Callable[..., Any], name: str, parameters: Any,
+                      description: str | None) -> tuple[str, dict[str, Any], bool]:
+    if not description or not isinstance(description, str):
+        raise SyscallError(f"{name}: a syscall described by a schema needs a description")
+    parameters = normalise_schema(parameters)
+    if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
+        raise SyscallError(f"{name}: parameters must be a JSON Schema of an object")
+    try:
+        jsonschema.Draft202012Validator.check_schema(parameters)
+    except jsonschema.SchemaError as error:
+        raise SyscallError(f"{name}: invalid parameters schema: {error.message}") from None
+    parameters = {"type": "object", "properties": {}, **parameters}
+    return description.strip(), parameters, "ctx" in inspect.signature(function).parameters
 
 
 def declared_syscall(spec: dict[str, Any]) -> Syscall:

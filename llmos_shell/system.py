@@ -38,6 +38,10 @@ class System:
         if entry_points:
             loader.load_entry_points()
         loader.load_folder(config.plugins_dir)
+        from llmos_shell.mcp.drivers import McpHub
+
+        self.mcp = McpHub(config)   # the servers of $LLMOS_HOME/mcp.json, one driver each
+        self.mcp.load(loader)
         loader.register_syscalls()
         self.broken = loader.broken
         self.plugins = loader.loaded
@@ -150,6 +154,7 @@ class System:
         return statuses
 
     def close(self) -> None:
+        self.mcp.close()
         if self._fs is not None:
             self._fs.close()
             self._fs = None

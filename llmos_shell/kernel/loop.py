@@ -35,7 +35,7 @@ from llmos_shell.kernel.grammar import CALL_OPEN, MAX_PARALLEL_CALLS, call_gramm
 from llmos_shell.kernel.grounding import Source, all_said, grounded, refines, repeats, without_inventions
 from llmos_shell.kernel.memory import Memory, sanitise
 from llmos_shell.kernel.process import Process
-from llmos_shell.kernel.router import LEAD_IN, PATH, QUOTED, Router
+from llmos_shell.kernel.router import LEAD_IN, PATH, QUOTED, Router, Step
 from llmos_shell.syscalls import Syscall, SyscallTable, declared_syscall
 
 log = logging.getLogger("llmos.kernel")
@@ -357,6 +357,9 @@ class Kernel:
         turn_start = len(process.memory.messages) - 1   # this turn's messages: the request onwards
         text = self._with_full_paths(text)
         plan = self.router.plan(text, process.table, self.kind_of)
+        candidate = self.router.described_candidate(plan, process.table)
+        if candidate is not None and self._would_call(process, candidate, turn):
+            plan.steps.append(Step(candidate, plan.scores[candidate.name]))
         log.debug("plan for %r: %s", text[:200], plan.names)
         turn.plan = plan.names
         piped: str | None = _literal(text)
@@ -396,6 +399,12 @@ class Kernel:
         process.memory.add("assistant", turn.output)
         events.token(turn.output)
         turn.status = "ok"
+
+    def _would_call(self, process: Process, syscall: Syscall, turn: TurnResult) -> bool:
+        """Shown only this syscall, is the model likely to call it now? (A syscall the router knows
+        from its description alone: see Router.described_candidate.)"""
+        prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, tools=[syscall.tool_schema()])
+        return self._wants_call(prompt, self.call_threshold, turn)
 
     def _outputs(self, process: Process, turn: TurnResult) -> str:
         """What the user sees after the last step: its output; for a step that only stores or plays

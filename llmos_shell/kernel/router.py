@@ -90,6 +90,12 @@ class RouterPolicy:
     min_make_before_store: float = 0.35
     #: L2 penalty of the classifier: 0.001 (0.01 left it unsure of everything, p < 0.25).
     l2: float = 0.001
+    #: A syscall without examples (an MCP server's tool), learnt from its description only, is the
+    #: classifier's first choice at this probability: the kernel then asks the model whether to call
+    #: it ("what time is it in Tokyo?": 0.17 for time.get_current_time; with the time server and
+    #: tests/mcp_notes_server.py loaded, "Hello!", "Tell me a joke", "What is the capital of Japan?"
+    #: gave such syscalls at most 0.02).
+    min_described: float = 0.1
 
 
 @dataclass
@@ -196,7 +202,7 @@ class Router:
             log.warning("cannot cache the router's example embeddings in %s", self.cache_dir, exc_info=True)
 
     def _model(self, table: SyscallTable) -> tuple[list[str], np.ndarray, np.ndarray]:
-        key = tuple((s.name, s.examples or (s.description,)) for s in table)
+        key = tuple((s.name, s.examples or described(s)) for s in table)
         with self._lock:  # a request waits for the shell's warm-up instead of training a second time
             return self._models[key] if key in self._models else self._train(key)
 
@@ -249,6 +255,18 @@ class Router:
         self._make_what_is_stored(plan, text, table, kind_of)
         return plan
 
+    def described_candidate(self, plan: Plan, table: SyscallTable) -> Syscall | None:
+        """A syscall without examples that the request may be for, when the plan is empty: the
+        classifier's first choice among syscalls, if it has no examples and at least ``min_described``.
+        Learnt from a description alone, it is often less likely than "answer yourself" even when it
+        fits ("what time is it in Tokyo?"): the kernel asks the model to confirm it."""
+        scores = {n: v for n, v in plan.scores.items() if n}
+        if plan.steps or not scores:
+            return None
+        best = max(scores, key=scores.get)
+        syscall = table.get(best)
+        return syscall if not syscall.examples and scores[best] >= self.policy.min_described else None
+
     def _make_what_is_stored(self, plan: Plan, text: str, table: SyscallTable, kind_of) -> None:
         """"Put the Italian for 'good morning' in /notes/it.txt" names a store and, around it, what
         to store. With the path taken out the request reads as that other action ("Put the Italian for
@@ -290,6 +308,23 @@ class Router:
         best = max(candidates, key=lambda s: plan.scores.get(s.name, 0.0), default=None)
         if best is not None and plan.scores.get(best.name, 0.0) >= self.policy.min_chain:
             plan.steps.append(Step(best, plan.scores[best.name]))
+
+
+_FETCH_VERB = re.compile(r"(?i)^(?:get|fetch|return|show|retrieve|read|look up|find|list)s?\s+(?:the\s+|a\s+|an\s+)?(.+)")
+
+
+def described(syscall: Syscall) -> tuple[str, ...]:
+    """What the router learns a syscall without examples from (a tool of an MCP server): its
+    description, its name in words, and the description as a user would ask for it ("Get current
+    time in a timezone" -> "What is the current time in a timezone?")."""
+    words = re.sub(r"[_\-.]+", " ", syscall.name.rsplit(".", 1)[-1]).strip()
+    text = syscall.description.split(". ")[0].strip().rstrip(".") or words
+    asked = text[0].lower() + text[1:]
+    texts = [text, words, f"Please {asked}", f"Can you {asked}?", f"I need to {words}", f"{words} for me"]
+    fetch = _FETCH_VERB.match(text)
+    if fetch:
+        texts += [f"What is the {fetch.group(1)}?", f"Tell me the {fetch.group(1)}"]
+    return tuple(dict.fromkeys(t for t in texts if t.strip()))
 
 
 def _makes_text(syscall: Syscall) -> bool:
