@@ -116,8 +116,8 @@ class Cpu(ABC):
         """How many leading ``tokens`` the KV cache already holds."""
         return 0
 
-    def save_sequence_state(self) -> SequenceState | None:
-        """The KV cache as it is now (None if it is empty)."""
+    def save_sequence_state(self, n_tokens: int | None = None) -> SequenceState | None:
+        """The KV cache as it is now, or only its first ``n_tokens`` (None if it is empty)."""
         return None
 
     def load_sequence_state(self, state: SequenceState) -> bool:
@@ -127,7 +127,7 @@ class Cpu(ABC):
 
     def prefill(self, tokens: Sequence[int]) -> int:
         """Make the KV cache hold exactly ``tokens``, evaluating what it lacks; returns how many were evaluated."""
-        return 0
+        raise NotImplementedError
 
     def chat(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> str:
         """Convenience for drivers: one reply to ``messages``, as text."""

@@ -295,9 +295,9 @@ class LlamaCpu(Cpu):
         tokens = list(tokens)
         return self._submit(lambda cpu: cpu._w_reusable(tokens, len(tokens)))
 
-    def save_sequence_state(self) -> SequenceState | None:
+    def save_sequence_state(self, n_tokens: int | None = None) -> SequenceState | None:
         sha256 = self.model_sha256()
-        return self._submit(lambda cpu: cpu._w_save_state(sha256))
+        return self._submit(lambda cpu: cpu._w_save_state(sha256, n_tokens))
 
     def load_sequence_state(self, state: SequenceState) -> bool:
         if state.model_sha256 != self.model_sha256():
@@ -318,7 +318,7 @@ class LlamaCpu(Cpu):
         llm.eval(tokens[reuse:])
         return len(tokens) - reuse
 
-    def _w_save_state(self, sha256: str | None = None) -> SequenceState | None:
+    def _w_save_state(self, sha256: str | None = None, n_tokens: int | None = None) -> SequenceState | None:
         import ctypes
 
         import llama_cpp
@@ -326,6 +326,17 @@ class LlamaCpu(Cpu):
         llm = self._llm
         if llm.n_tokens == 0:
             return None
+        if n_tokens is not None and n_tokens < llm.n_tokens:
+            # llama.cpp saves a whole sequence: keep it aside, cut it to the first tokens, save those,
+            # and put the whole back (memory copies only, nothing is evaluated again)
+            whole = self._w_save_state(sha256)
+            llm._ctx.kv_cache_seq_rm(0, n_tokens, -1)
+            llm.n_tokens = n_tokens
+            try:
+                return self._w_save_state(sha256)
+            finally:
+                if not self._w_load_state(whole):
+                    log.warning("could not put the KV cache back after saving its first %d tokens", n_tokens)
         ctx = llm._ctx.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
         buffer = bytearray(size)

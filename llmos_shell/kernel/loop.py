@@ -250,6 +250,11 @@ class Kernel:
         if switch is not None:
             switch.release(process.pid)
 
+    def _settle(self, process: Process) -> None:
+        switch = self.machine.context_switch if self.snapshots else None
+        if switch is not None and self.machine.loaded_cpu is not None:
+            switch.settle(self.cpu, process.pid)
+
     def _on_cpu(self, process: Process, prompt: str, tools: list[dict] | None = None) -> None:
         """Before the CPU evaluates ``prompt``: if it holds another process's context, a context switch
         (that one's KV state saved, this one's restored, or its pinned prefix: see snapshots.py).
@@ -336,6 +341,7 @@ class Kernel:
             if turn.status == "running":  # left by an exception nobody expected (SystemExit, ...)
                 turn.status = "error"
             self.finish(process, turn.status)
+            self._settle(process)
         return turn
 
     # --- requests over the drivers: the router plans, the model fills in arguments ----------

@@ -275,6 +275,7 @@ class ContextSwitch:
         self.owner: int | None = None
         self._cpu: Any = None
         self._lock = threading.Lock()
+        self._pending: tuple[int, tuple[int, ...]] | None = None   # (pid, a pinned prefix to save)
         #: What the last switch did: saved_bytes, restored ("process", "prefix" or None), restored_tokens, ms.
         self.last: dict[str, Any] = {}
 
@@ -283,7 +284,7 @@ class ContextSwitch:
 
         ``pinned`` gives the text the process's prompts start with before any message (system
         prompt and syscall table); its state is restored for a process that has none of its own,
-        and saved to disk the first time it is seen."""
+        and saved to disk (by :meth:`settle`) the first time it is seen."""
         if not getattr(cpu, "can_snapshot", False):
             return
         with self._lock:
@@ -319,14 +320,22 @@ class ContextSwitch:
                             kind, len(best.tokens))
                 self.store.forget(best)
                 kind = None
-            if head and prefix is None and cpu.cached_prefix(tokens) <= len(head):
-                cpu.prefill(head)  # evaluated now rather than in the generation: then saved once
-                state = cpu.save_sequence_state()
-                if state is not None:
-                    self.store.save_prefix(state)
+            # a prefix not seen before is saved once the CPU has evaluated it for this prompt
+            self._pending = (pid, tuple(head)) if head and prefix is None else None
             self.last = {"saved_bytes": saved, "restored": kind,
                          "restored_tokens": len(best.tokens) if kind else 0,
                          "ms": round(1000 * (time.perf_counter() - started), 2)}
+
+    def settle(self, cpu: Any, pid: int) -> None:
+        """After process ``pid``'s turn: write the pinned prefix it was the first to evaluate to disk."""
+        with self._lock:
+            if self._pending is None or self._pending[0] != pid or cpu is not self._cpu:
+                return
+            head, self._pending = self._pending[1], None
+            if cpu.cached_prefix(head) == len(head):
+                state = cpu.save_sequence_state(len(head))
+                if state is not None:
+                    self.store.save_prefix(state)
 
     def release(self, pid: int) -> None:
         """Process ``pid`` will not run again: its snapshot goes, and nothing is saved for it."""
