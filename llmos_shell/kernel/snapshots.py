@@ -240,12 +240,13 @@ class SnapshotStore:
             return None
         rows = fs.snapshot_files()
         used = sum(r["size"] for r in rows)
-        for old in rows:
+        for old in sorted(rows, key=lambda r: r["id"] == row):  # the new one goes last, if it must
             if used <= self.disk_bytes:
                 break
-            if old["id"] != row:
-                self._forget(old)
-                used -= old["size"]
+            self._forget(old)
+            used -= old["size"]
+            if old["id"] == row:
+                return None
         return row
 
     def _read(self, row: dict, model_sha256: str, prefix_sha256: str | None = None) -> SequenceState | None:
