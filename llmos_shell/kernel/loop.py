@@ -251,6 +251,7 @@ class Kernel:
             switch.release(process.pid)
 
     def _settle(self, process: Process) -> None:
+        """After a turn: a pinned prefix this process was the first to read is saved (snapshots.py)."""
         switch = self.machine.context_switch if self.snapshots else None
         if switch is not None and self.machine.loaded_cpu is not None:
             switch.settle(self.cpu, process.pid)

@@ -291,41 +291,48 @@ class ContextSwitch:
         with self._lock:
             if cpu is self._cpu and pid == self.owner:
                 return  # the same process goes on: the CPU's own prefix reuse serves it
-            started = time.perf_counter()
-            if cpu is not self._cpu:
-                self._cpu, self.owner = cpu, None
-            model = cpu.model_sha256()
-            saved = 0
-            if self.owner is not None:
-                state = cpu.save_sequence_state()
-                if state is not None:
-                    self.store.save_process(self.owner, state)
-                    saved = state.nbytes
-            self.owner = pid
-            tokens = cpu.tokenize(prompt)
-            best, best_n, kind = None, cpu.cached_prefix(tokens), None
-            own = self.store.take_process(pid, model)
-            if own is not None and common_prefix(own.tokens, tokens) > best_n:
-                best, best_n, kind = own, common_prefix(own.tokens, tokens), "process"
-            head: list[int] = []
-            text = pinned() if pinned is not None else None
-            if text:
-                head = tokens[:common_prefix(cpu.tokenize(text), tokens)]
-            # the prompt's last token is evaluated anyway: a prefix must stop before it
-            head = head[:len(tokens) - 1] if len(head) >= MIN_PINNED_TOKENS else []
-            prefix = self.store.prefix(model, head) if head else None
-            if prefix is not None and len(head) > best_n:
-                best, best_n, kind = prefix, len(head), "prefix"
-            if best is not None and not cpu.load_sequence_state(best):
-                log.warning("a %s snapshot of %d tokens would not load: the prompt is evaluated instead",
-                            kind, len(best.tokens))
-                self.store.forget(best)
-                kind = None
-            # a prefix not seen before is saved once the CPU has evaluated it for this prompt
-            self._pending = (pid, tuple(head)) if head and prefix is None else None
-            self.last = {"saved_bytes": saved, "restored": kind,
-                         "restored_tokens": len(best.tokens) if kind else 0,
-                         "ms": round(1000 * (time.perf_counter() - started), 2)}
+            try:
+                self._enter(cpu, pid, prompt, pinned)
+            except Exception:  # a snapshot is an optimisation: without it the CPU reads the prompt
+                log.exception("context switch to process %s failed; its prompt is evaluated in full", pid)
+                self.owner, self._pending = pid, None
+
+    def _enter(self, cpu: Any, pid: int, prompt: str, pinned: Callable[[], str | None] | None) -> None:
+        started = time.perf_counter()
+        if cpu is not self._cpu:
+            self._cpu, self.owner = cpu, None
+        model = cpu.model_sha256()
+        saved = 0
+        if self.owner is not None:
+            state = cpu.save_sequence_state()
+            if state is not None:
+                self.store.save_process(self.owner, state)
+                saved = state.nbytes
+        self.owner = pid
+        tokens = cpu.tokenize(prompt)
+        best, best_n, kind = None, cpu.cached_prefix(tokens), None
+        own = self.store.take_process(pid, model)
+        if own is not None and common_prefix(own.tokens, tokens) > best_n:
+            best, best_n, kind = own, common_prefix(own.tokens, tokens), "process"
+        head: list[int] = []
+        text = pinned() if pinned is not None else None
+        if text:
+            head = tokens[:common_prefix(cpu.tokenize(text), tokens)]
+        # the prompt's last token is evaluated anyway: a prefix must stop before it
+        head = head[:len(tokens) - 1] if len(head) >= MIN_PINNED_TOKENS else []
+        prefix = self.store.prefix(model, head) if head else None
+        if prefix is not None and len(head) > best_n:
+            best, best_n, kind = prefix, len(head), "prefix"
+        if best is not None and not cpu.load_sequence_state(best):
+            log.warning("a %s snapshot of %d tokens would not load: the prompt is evaluated instead",
+                        kind, len(best.tokens))
+            self.store.forget(best)
+            kind = None
+        # a prefix not seen before is saved once the CPU has evaluated it for this prompt
+        self._pending = (pid, tuple(head)) if head and prefix is None else None
+        self.last = {"saved_bytes": saved, "restored": kind,
+                     "restored_tokens": len(best.tokens) if kind else 0,
+                     "ms": round(1000 * (time.perf_counter() - started), 2)}
 
     def settle(self, cpu: Any, pid: int) -> None:
         """After process ``pid``'s turn: write the pinned prefix it was the first to evaluate to disk."""
@@ -333,10 +340,13 @@ class ContextSwitch:
             if self._pending is None or self._pending[0] != pid or cpu is not self._cpu:
                 return
             head, self._pending = self._pending[1], None
-            if cpu.cached_prefix(head) == len(head):
-                state = cpu.save_sequence_state(len(head))
-                if state is not None:
-                    self.store.save_prefix(state)
+            try:
+                if cpu.cached_prefix(head) == len(head):
+                    state = cpu.save_sequence_state(len(head))
+                    if state is not None:
+                        self.store.save_prefix(state)
+            except Exception:  # the next process reads the prefix itself, and saves it then
+                log.exception("could not save the pinned prefix of process %s", pid)
 
     def release(self, pid: int) -> None:
         """Process ``pid`` will not run again: its snapshot goes, and nothing is saved for it."""
