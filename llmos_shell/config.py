@@ -31,6 +31,13 @@ class Config:
     max_ctx: int = int(os.environ.get("LLMOS_MAX_CTX", "4096"))
     # Seconds a syscall may take unless its driver declares its own time-out; 0: no time-out.
     syscall_timeout: float = DEFAULT_SYSCALL_TIMEOUT
+    # KV snapshots (kernel/snapshots.py): context switches and instant start. LLMOS_SNAPSHOTS=0 turns
+    # them off; the budgets are what the snapshots may take in RAM and in $LLMOS_HOME/snapshots/.
+    snapshots: bool = True
+    snapshot_ram_mb: float = 256.0
+    snapshot_disk_mb: float = 2048.0
+    # CPU threads for the model (LLMOS_THREADS); default: every core.
+    threads: int | None = None
 
     @classmethod
     def load(cls, home: str | Path | None = None, model: str | None = None,
@@ -42,6 +49,10 @@ class Config:
             model=model or os.environ.get("LLMOS_MODEL") or DEFAULT_MODEL,
             plugins_dir=Path(plugins).expanduser() if plugins else home_path / "plugins",
             syscall_timeout=_seconds("LLMOS_SYSCALL_TIMEOUT", DEFAULT_SYSCALL_TIMEOUT),
+            snapshots=os.environ.get("LLMOS_SNAPSHOTS", "1").strip().lower() not in ("0", "off", "no", "false"),
+            snapshot_ram_mb=_number("LLMOS_SNAPSHOT_RAM_MB", 256.0),
+            snapshot_disk_mb=_number("LLMOS_SNAPSHOT_DISK_MB", 2048.0),
+            threads=int(_number("LLMOS_THREADS", 0, whole=True)) or None,
         )
 
     @property
@@ -57,6 +68,10 @@ class Config:
         return self.home / "llmos.log"
 
     @property
+    def snapshots_dir(self) -> Path:
+        return self.home / "snapshots"
+
+    @property
     def history_path(self) -> Path:
         return self.home / "history"
 
@@ -66,6 +81,11 @@ class Config:
 
 def _seconds(variable: str, default: float) -> float:
     """A number of seconds from the environment; a bad value is a one-line usage error."""
+    return _number(variable, default, what="a number of seconds (0 turns the time-out off)")
+
+
+def _number(variable: str, default: float, *, whole: bool = False, what: str = "") -> float:
+    """A number (at least 0, finite) from the environment; a bad value is a one-line usage error."""
     text = os.environ.get(variable, "").strip()
     if not text:
         return default
@@ -73,10 +93,11 @@ def _seconds(variable: str, default: float) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value >= 0 or value == float("inf"):
+    if not 0 <= value < float("inf") or (whole and value != int(value)):
         from llmos_shell.errors import UsageError
 
-        raise UsageError(f"{variable}: {text!r} is not a number of seconds (0 turns the time-out off)")
+        what = what or f"a {'whole ' if whole else ''}number of at least 0"
+        raise UsageError(f"{variable}: {text!r} is not {what}")
     return value
 
 

@@ -48,6 +48,7 @@ class System:
         self._fs = None
         self._cpu = cpu
         self._cpu_lock = threading.Lock()
+        self._context_switch = None
         self._started = False
 
     # --- parts, opened on first use ---------------------------------------------------
@@ -82,6 +83,20 @@ class System:
 
                 self._cpu = load_cpu(self.config)
             return self._cpu
+
+    @property
+    def context_switch(self):
+        """Whose context the CPU holds, and the KV snapshots of the others (kernel/snapshots.py);
+        None when LLMOS_SNAPSHOTS=0."""
+        if self._context_switch is None and self.config.snapshots:
+            from llmos_shell.kernel.snapshots import ContextSwitch, SnapshotStore
+
+            megabyte = 1 << 20
+            store = SnapshotStore(lambda: self.fs, self.config.snapshots_dir,
+                                  ram_bytes=int(self.config.snapshot_ram_mb * megabyte),
+                                  disk_bytes=int(self.config.snapshot_disk_mb * megabyte))
+            self._context_switch = ContextSwitch(store)
+        return self._context_switch
 
     @property
     def cpu_loaded(self) -> bool:
@@ -155,6 +170,9 @@ class System:
 
     def close(self) -> None:
         self.mcp.close()
+        if self._context_switch is not None:  # before the filesystem: it records the snapshots
+            self._context_switch.close()
+            self._context_switch = None
         if self._fs is not None:
             self._fs.close()
             self._fs = None

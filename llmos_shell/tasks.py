@@ -182,6 +182,8 @@ def run_task(system, task: Task, *, approve: str | None, max_steps: int | None) 
         turns.append(TurnResult(status="error", error=_one_line(error)))
         if process is not None:
             _mark_failed(kernel, process)
+    if process is not None:
+        kernel.release(process)
     last = turns[-1]
     cpu = system.cpu
     usage = {key: sum(t.usage[key] for t in turns) for key in last.usage}

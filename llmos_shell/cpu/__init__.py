@@ -6,7 +6,7 @@ model in-process), ``decoder`` (greedy grammar-constrained decoding), ``gguf_che
 installation, loading the configured model).
 """
 
-from llmos_shell.cpu.base import Cpu, Generation, GenerationStats
+from llmos_shell.cpu.base import Cpu, Generation, GenerationStats, SequenceState
 from llmos_shell.cpu.llama import LlamaCpu
 
-__all__ = ["Cpu", "Generation", "GenerationStats", "LlamaCpu"]
+__all__ = ["Cpu", "Generation", "GenerationStats", "LlamaCpu", "SequenceState"]

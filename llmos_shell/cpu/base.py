@@ -39,6 +39,20 @@ class GenerationStats:
         self.total_ms = 1000 * (time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class SequenceState:
+    """One sequence's KV cache, as a context switch saves it: the model, the exact tokens the cache
+    holds, and llama.cpp's bytes for them (``llama_state_seq_get_data``; no logits)."""
+
+    model_sha256: str
+    tokens: tuple[int, ...]
+    data: bytes
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data) + 4 * len(self.tokens)
+
+
 @dataclass
 class Generation:
     text: str
@@ -87,6 +101,32 @@ class Cpu(ABC):
     def logprob(self, prefix: str, text: str) -> tuple[float, int]:
         """Log-probability of ``text`` right after ``prefix`` (plain text, no chat template), and the
         number of tokens of ``text`` (for decisions that compare likelihoods)."""
+        raise NotImplementedError
+
+    # --- KV state, for context switches (a CPU that keeps none leaves these as they are) ---------
+
+    #: True if this CPU can save and restore its KV state (:meth:`save_sequence_state`).
+    can_snapshot: bool = False
+
+    def model_sha256(self) -> str | None:
+        """The sha256 of the model file: what a saved state is tied to."""
+        return self.sha256
+
+    def cached_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading ``tokens`` the KV cache already holds."""
+        return 0
+
+    def save_sequence_state(self, n_tokens: int | None = None) -> SequenceState | None:
+        """The KV cache as it is now, or only its first ``n_tokens`` (None if it is empty)."""
+        return None
+
+    def load_sequence_state(self, state: SequenceState) -> bool:
+        """Make ``state`` the KV cache, so the next prompt that starts with its tokens only evaluates
+        the rest. False (and an empty cache) if it does not fit this CPU: nothing is ever half-loaded."""
+        return False
+
+    def prefill(self, tokens: Sequence[int]) -> int:
+        """Make the KV cache hold exactly ``tokens``, evaluating what it lacks; returns how many were evaluated."""
         raise NotImplementedError
 
     def chat(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> str:

@@ -6,6 +6,7 @@ tokens stream back to the caller's thread, where Ctrl-C can reach them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -15,7 +16,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable
 
-from llmos_shell.cpu.base import Cpu, Generation, GenerationStats
+from llmos_shell.cpu.base import Cpu, Generation, GenerationStats, SequenceState
 from llmos_shell.errors import BadModelFile, LlmosError
 
 log = logging.getLogger("llmos.cpu")
@@ -269,30 +270,104 @@ class LlamaCpu(Cpu):
         A decision (is this syscall about the request?) scores a short unrelated text; without this,
         the next step would evaluate the whole conversation again. llama.cpp copies out one
         sequence's cache cells (about 12 kB per token here) and puts them back."""
+        saved = self._w_save_state()
+        try:
+            yield
+        finally:
+            if saved is not None and not self._w_load_state(saved):
+                # not restored: the next prompt is evaluated in full, nothing worse
+                log.warning("could not restore the KV cache after a decision")
+
+    # --- KV state of sequence 0, for context switches ---------------------------------------
+
+    can_snapshot = True
+
+    def model_sha256(self) -> str:
+        if self.sha256 is None:  # a .gguf given by path: hashed once, as the manifest would have it
+            digest = hashlib.sha256()
+            with open(self.model_path, "rb") as handle:
+                while chunk := handle.read(1 << 22):
+                    digest.update(chunk)
+            self.sha256 = digest.hexdigest()
+        return self.sha256
+
+    def cached_prefix(self, tokens) -> int:
+        tokens = list(tokens)
+        return self._submit(lambda cpu: cpu._w_reusable(tokens, len(tokens)))
+
+    def save_sequence_state(self, n_tokens: int | None = None) -> SequenceState | None:
+        sha256 = self.model_sha256()
+        return self._submit(lambda cpu: cpu._w_save_state(sha256, n_tokens))
+
+    def load_sequence_state(self, state: SequenceState) -> bool:
+        if state.model_sha256 != self.model_sha256():
+            return False  # another model's cache cells would be read as this one's
+        return self._submit(lambda cpu: cpu._w_load_state(state))
+
+    def prefill(self, tokens) -> int:
+        tokens = list(tokens)
+        return self._submit(lambda cpu: cpu._w_prefill(tokens))
+
+    def _w_prefill(self, tokens: list[int]) -> int:
+        if len(tokens) >= self.n_ctx:
+            raise LlmosError(f"{len(tokens)} tokens do not fit the context of {self.n_ctx}")
+        llm = self._llm
+        reuse = self._w_reusable(tokens, len(tokens))
+        llm.n_tokens = reuse
+        llm._ctx.kv_cache_seq_rm(0, reuse, -1)   # cells past the prefix belong to another text
+        llm.eval(tokens[reuse:])
+        return len(tokens) - reuse
+
+    def _w_save_state(self, sha256: str | None = None, n_tokens: int | None = None) -> SequenceState | None:
         import ctypes
 
         import llama_cpp
 
         llm = self._llm
-        n_tokens = llm.n_tokens
-        if n_tokens == 0:
-            yield
-            return
+        if llm.n_tokens == 0:
+            return None
+        if n_tokens is not None and n_tokens < llm.n_tokens:
+            # llama.cpp saves a whole sequence: keep it aside, cut it to the first tokens, save those,
+            # and put the whole back (memory copies only, nothing is evaluated again)
+            whole = self._w_save_state(sha256)
+            llm._ctx.kv_cache_seq_rm(0, n_tokens, -1)
+            llm.n_tokens = n_tokens
+            try:
+                return self._w_save_state(sha256)
+            finally:
+                if not self._w_load_state(whole):
+                    log.warning("could not put the KV cache back after saving its first %d tokens", n_tokens)
         ctx = llm._ctx.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
-        saved = (ctypes.c_uint8 * size)()
-        size = llama_cpp.llama_state_seq_get_data(ctx, saved, size, 0)
-        input_ids = llm.input_ids[:n_tokens].copy()
-        try:
-            yield
-        finally:
+        buffer = bytearray(size)
+        written = llama_cpp.llama_state_seq_get_data(ctx, (ctypes.c_uint8 * size).from_buffer(buffer), size, 0)
+        if written != size:
+            raise LlmosError(f"llama.cpp saved {written} of {size} bytes of the KV cache")
+        return SequenceState(model_sha256=sha256 or "", tokens=tuple(llm.input_ids[: llm.n_tokens].tolist()),
+                             data=bytes(buffer))
+
+    def _w_load_state(self, state: SequenceState) -> bool:
+        import ctypes
+
+        import llama_cpp
+
+        llm = self._llm
+        n_tokens = len(state.tokens)
+        llm._ctx.kv_cache_seq_rm(0, 0, -1)
+        llm.n_tokens = 0
+        if not 0 < n_tokens < self.n_ctx:
+            return False
+        source = ctypes.cast(ctypes.c_char_p(state.data), ctypes.POINTER(ctypes.c_uint8))
+        loaded = llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, source, len(state.data), 0)
+        memory = llama_cpp.llama_get_memory(llm._ctx.ctx)
+        # Bytes that parse but hold another number of cells than tokens would misplace every position.
+        if loaded != len(state.data) or llama_cpp.llama_memory_seq_pos_max(memory, 0) != n_tokens - 1:
             llm._ctx.kv_cache_seq_rm(0, 0, -1)
-            llm.n_tokens = 0
-            if llama_cpp.llama_state_seq_set_data(ctx, saved, size, 0) == size:
-                llm.input_ids[:n_tokens] = input_ids
-                llm.n_tokens = n_tokens
-            else:  # not restored: the next prompt is evaluated in full, nothing worse
-                log.warning("could not restore the KV cache after a decision")
+            return False
+        llm.input_ids[:n_tokens] = state.tokens
+        llm.n_tokens = n_tokens
+        llm._requires_eval = True   # no logits came with the state: the last prompt token is evaluated again
+        return True
 
     def _w_text_logprob(self, prefix: str, text: str, stats: GenerationStats) -> tuple[float, int]:
         import numpy as np

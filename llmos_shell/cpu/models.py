@@ -255,4 +255,5 @@ def load_cpu(config: Config, model: str | None = None):
 
     resolved = resolve(config, model)
     return LlamaCpu(resolved.path, name=resolved.name, sha256=resolved.sha256,
-                    n_ctx=resolved.context_length or config.max_ctx, max_ctx=config.max_ctx)
+                    n_ctx=resolved.context_length or config.max_ctx, max_ctx=config.max_ctx,
+                    n_threads=config.threads)

@@ -155,6 +155,39 @@ def m007_process_owners(db: sqlite_utils.Database) -> None:
                "WHERE status IN ('running', 'ready')", [now, now])
 
 
+
+@migration
+def m008_snapshot_files(db: sqlite_utils.Database) -> None:
+    # KV snapshots live in files under $LLMOS_HOME/snapshots/ (megabytes each); a row records one:
+    # its kind ('process': a process's context saved at a context switch; 'prefix': a pinned prefix
+    # any process of that model and table starts from; 'state': the older in-database form), the
+    # model and the sha256 of its exact tokens. A prefix has no process, so pid becomes nullable:
+    # the table is rebuilt (one statement at a time, inside the migration's transaction).
+    db.execute("""
+        CREATE TABLE snapshots_new (
+            id INTEGER PRIMARY KEY,
+            pid INTEGER REFERENCES processes(pid) ON DELETE CASCADE,
+            kind TEXT NOT NULL DEFAULT 'state' CHECK (kind IN ('state', 'process', 'prefix')),
+            model_sha256 TEXT,
+            prefix_sha256 TEXT,
+            n_tokens INTEGER NOT NULL DEFAULT 0,
+            size INTEGER NOT NULL DEFAULT 0,
+            file TEXT,
+            state BLOB,
+            created REAL NOT NULL,
+            used REAL NOT NULL,
+            CHECK (state IS NOT NULL OR file IS NOT NULL)
+        )""")
+    db.execute("INSERT INTO snapshots_new (id, pid, kind, size, state, created, used) "
+               "SELECT id, pid, 'state', length(state), state, created, created FROM snapshots")
+    db.execute("DROP TABLE snapshots")
+    db.execute("ALTER TABLE snapshots_new RENAME TO snapshots")
+    db.execute("CREATE INDEX snapshots_pid ON snapshots(pid, id)")
+    db.execute("CREATE INDEX snapshots_used ON snapshots(used) WHERE file IS NOT NULL")
+    db.execute("CREATE UNIQUE INDEX snapshots_prefix ON snapshots(model_sha256, prefix_sha256) "
+               "WHERE kind = 'prefix'")
+
+
 def known() -> list[str]:
     """The names of the migrations this code knows, in order."""
     return [function.__name__ for function in MIGRATIONS]

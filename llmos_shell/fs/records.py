@@ -298,12 +298,52 @@ class RecordsMixin(Store):
         """Store a process's saved state (e.g. the CPU's KV cache); returns the snapshot id."""
         with self._atomic():
             self._require_process(pid)
-            cursor = self.conn.execute("INSERT INTO snapshots (pid, created, state) VALUES (?, ?, ?)",
-                                       (pid, time.time(), bytes(state)))
+            now = time.time()
+            cursor = self.conn.execute("INSERT INTO snapshots (pid, kind, size, created, used, state) "
+                                       "VALUES (?, 'state', ?, ?, ?, ?)", (pid, len(state), now, now, bytes(state)))
             return cursor.lastrowid
 
     @op
     def latest_snapshot(self, pid: int) -> bytes | None:
         """The most recent snapshot of a process, or None."""
-        value = self._value("SELECT state FROM snapshots WHERE pid = ? ORDER BY id DESC LIMIT 1", (pid,))
+        value = self._value("SELECT state FROM snapshots WHERE pid = ? AND kind = 'state' "
+                            "ORDER BY id DESC LIMIT 1", (pid,))
         return None if value is None else bytes(value)
+
+    @op
+    def add_snapshot_file(self, *, kind: str, file: str, model_sha256: str, prefix_sha256: str, n_tokens: int,
+                          size: int, pid: int | None = None) -> int:
+        """Record a snapshot kept in a file (``kind`` 'process' or 'prefix'); returns its id. A prefix
+        recorded again (another llmos on the same home saved it meanwhile) replaces the old row."""
+        with self._atomic():
+            self._require_process(pid)
+            now = time.time()
+            cursor = self.conn.execute(
+                "INSERT OR REPLACE INTO snapshots (pid, kind, model_sha256, prefix_sha256, n_tokens, size, file, "
+                "created, used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (pid, kind, model_sha256, prefix_sha256, n_tokens, size, file, now, now))
+            return cursor.lastrowid
+
+    @op
+    def snapshot_files(self, *, kind: str | None = None, pid: int | None = None, model_sha256: str | None = None,
+                       prefix_sha256: str | None = None) -> list[dict[str, Any]]:
+        """Snapshots kept in files, least recently used first: id, pid, kind, model_sha256,
+        prefix_sha256, n_tokens, size, file, created, used."""
+        where, params = ["file IS NOT NULL"], []
+        for column, value in (("kind", kind), ("pid", pid), ("model_sha256", model_sha256),
+                              ("prefix_sha256", prefix_sha256)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        return self._all("SELECT id, pid, kind, model_sha256, prefix_sha256, n_tokens, size, file, created, used "
+                         f"FROM snapshots WHERE {' AND '.join(where)} ORDER BY used, id", params)
+
+    @op
+    def touch_snapshot(self, snapshot_id: int) -> None:
+        with self._atomic():
+            self.conn.execute("UPDATE snapshots SET used = ? WHERE id = ?", (time.time(), snapshot_id))
+
+    @op
+    def remove_snapshot(self, snapshot_id: int) -> None:
+        with self._atomic():
+            self.conn.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))

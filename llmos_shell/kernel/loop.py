@@ -184,6 +184,7 @@ class KernelMachine(Protocol):
     fs: Any                # the filesystem: processes, messages, files
     cpu: Any               # the CPU, loaded on first use
     loaded_cpu: Any        # the CPU if already loaded, else None
+    context_switch: Any    # whose context the CPU holds, the others' KV snapshots (snapshots.py); or None
     table: SyscallTable    # every driver's syscalls
     gate: Gate             # the one way a syscall runs
     config: Any
@@ -194,7 +195,8 @@ class Kernel:
 
     def __init__(self, machine: "KernelMachine", *, approve: Approve = "never", max_steps: int = 8, max_tokens: int = 512,
                  call_threshold: float = 0.5, chain_threshold: float = 0.8, relevance_threshold: float = 0.0,
-                 unwanted_call_relevance: float = 0.1, events: Events | None = None) -> None:
+                 unwanted_call_relevance: float = 0.1, events: Events | None = None,
+                 snapshots: bool = True) -> None:
         self.machine = machine
         self.approve = approve
         self.max_steps = max_steps
@@ -209,6 +211,8 @@ class Kernel:
         # request spells out: without the model's intent, the syscall must be clearly about it.
         self.unwanted_call_relevance = unwanted_call_relevance
         self.events = events or Events()
+        # Context switches by KV snapshot (off: another process's prompt is evaluated in full).
+        self.snapshots = snapshots
         self._router: Router | None = None
 
     @property
@@ -239,6 +243,29 @@ class Kernel:
     def finish(self, process: Process, status: str) -> None:
         process.status = status
         self.machine.fs.set_process_status(process.pid, status)
+
+    def release(self, process: Process) -> None:
+        """The process will not run again (a task that ended): no KV snapshot is kept for it."""
+        switch = self.machine.context_switch
+        if switch is not None:
+            switch.release(process.pid)
+
+    def _settle(self, process: Process) -> None:
+        """After a turn: a pinned prefix this process was the first to read is saved (snapshots.py)."""
+        switch = self.machine.context_switch if self.snapshots else None
+        if switch is not None and self.machine.loaded_cpu is not None:
+            switch.settle(self.cpu, process.pid)
+
+    def _on_cpu(self, process: Process, prompt: str, tools: list[dict] | None = None) -> None:
+        """Before the CPU evaluates ``prompt``: if it holds another process's context, a context switch
+        (that one's KV state saved, this one's restored, or its pinned prefix: see snapshots.py).
+        ``tools``: the syscall table the prompt shows, as in Memory.render."""
+        switch = self.machine.context_switch if self.snapshots else None
+        if switch is not None:
+            memory = process.memory
+            # after an eviction the system prompt says so: not a prefix any other process shares
+            switch.enter(self.cpu, process.pid, prompt,
+                         pinned=None if memory.swapped else lambda: memory.pinned(self.cpu, tools))
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -272,7 +299,7 @@ class Kernel:
                     table = table.with_capability(*FILE_CAPABILITIES) or table
                 else:
                     threshold = self.call_threshold
-                wants_call = bool(len(table)) and self._wants_call(prompt, threshold, turn)
+                wants_call = bool(len(table)) and self._wants_call(process, prompt, threshold, turn)
                 if not wants_call and not turn.syscalls:
                     # Small models answer questions from memory (and wrongly: "radium was discovered
                     # in 1984") even when a function looks the answer up. So the first step writes a
@@ -315,6 +342,7 @@ class Kernel:
             if turn.status == "running":  # left by an exception nobody expected (SystemExit, ...)
                 turn.status = "error"
             self.finish(process, turn.status)
+            self._settle(process)
         return turn
 
     # --- requests over the drivers: the router plans, the model fills in arguments ----------
@@ -393,7 +421,8 @@ class Kernel:
                 transient = {"role": "user", "content": f"{data}\n\n{ANSWER_FROM.format(request=text)}"}
                 prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, transient=transient,
                                                       tools=[], hide_last=len(process.memory.messages) - turn_start)
-            turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)  # kept by _reply
+            turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel,
+                                      tools=[])  # kept by _reply
             turn.status = "ok"
             return
         process.memory.add("assistant", turn.output)
@@ -456,6 +485,7 @@ class Kernel:
                       "required": [r for r in required if r in properties]}
             free = dataclasses.replace(syscall, parameters=schema)
             prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, tools=[free.tool_schema()])
+            self._on_cpu(process, prompt, tools=[free.tool_schema()])
             generation = self.cpu.generate(prompt + CALL_OPEN, max_tokens=self.max_tokens,
                                            grammar=call_grammar(SyscallTable.of([free])), seed=seed,
                                            temperature=0.0, cancel=cancel)
@@ -496,8 +526,9 @@ class Kernel:
                 continue
         return False
 
-    def _wants_call(self, prompt: str, threshold: float, turn: TurnResult) -> bool:
+    def _wants_call(self, process: Process, prompt: str, threshold: float, turn: TurnResult) -> bool:
         """Is the model likely to start a call here (p(call) at least ``threshold``)?"""
+        self._on_cpu(process, prompt)
         try:
             logprobs = self.cpu.next_token_logprobs(prompt, CALL_STARTS)
         except NotImplementedError:
@@ -522,6 +553,7 @@ class Kernel:
         one's result (read the sign, then translate what it says), which a call now could only guess.
         Values nobody said are taken out of every call where the schema allows."""
         source = Source([request] + [result_text(r.result) for r in turn.syscalls if r.status == "ok"])
+        self._on_cpu(process, prompt)
         calls: list[dict] = []
         tokens = 0
         for _ in range(MAX_PARALLEL_CALLS if process.parallel_calls else 1):
@@ -567,7 +599,9 @@ class Kernel:
         log.debug("relevance of %s: %.3f per token (threshold %.2f)", syscall.name, pmi, threshold)
         return pmi >= threshold
 
-    def _reply(self, process: Process, prompt: str, turn: TurnResult, seed, temperature, events, cancel) -> str:
+    def _reply(self, process: Process, prompt: str, turn: TurnResult, seed, temperature, events, cancel,
+               tools: list[dict] | None = None) -> str:
+        self._on_cpu(process, prompt, tools)
         generation = None
         pieces: list[str] = []
 

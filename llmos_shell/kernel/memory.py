@@ -20,6 +20,8 @@ CONTROL_TEXT = re.compile(
 
 MAX_TOOL_CHARS = 3000        # a syscall result longer than this is cut in the middle
 LOW_WATER = 0.6              # after an eviction the prompt uses at most this share of the budget
+# Stands for the first message where the pinned region is cut from a rendered prompt.
+FIRST_MESSAGE = "\u27e6first message\u27e7"
 
 
 def sanitise(text: str) -> str:
@@ -60,6 +62,13 @@ class Memory:
             content += (f"\n\n({self.swapped} earlier messages of this conversation were moved out of "
                         "the context to save space.)")
         return {"role": "system", "content": content}
+
+    def pinned(self, cpu, tools: list[dict[str, Any]] | None = None) -> str:
+        """The text every prompt of this process starts with, before its first message: the system
+        prompt and the syscall table (``tools`` as in :meth:`render`) in the model's template."""
+        chat = [self._system(), {"role": "user", "content": FIRST_MESSAGE}]
+        text = cpu.format_chat(chat, tools=(self.tools if tools is None else tools) or None)
+        return text[:text.find(FIRST_MESSAGE)] if FIRST_MESSAGE in text else ""
 
     def render(self, cpu, transient: dict[str, Any] | None = None, tools: list[dict[str, Any]] | None = None,
                hide_last: int = 0) -> str:
