@@ -13,8 +13,9 @@ from llmos_shell.errors import UsageError
 
 def register_commands(cli: click.Group) -> None:
     from llmos_shell.fs.cli import fs_group, log_command, ps_command
+    from llmos_shell.serve import serve_command
 
-    for command in (models_group, call_command, drivers_command, fs_group, ps_command, log_command):
+    for command in (models_group, call_command, drivers_command, fs_group, ps_command, log_command, serve_command):
         cli.add_command(command)
     try:
         from llmos_shell.tasks import run_command
