@@ -396,16 +396,17 @@ class RemoteCpu(Cpu):
         return choice.get("text") or "", choice.get("finish_reason"), usage
 
     def _fill_stats(self, stats: GenerationStats, usage: dict[str, Any], prompt: str) -> None:
-        prompt_tokens = usage.get("prompt_tokens")
-        if prompt_tokens is None:  # llama-cpp-python's stream carries no usage
-            prompt_tokens = self.count_tokens(prompt)
-        cached = usage.get("cached")
-        if cached is None:
-            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-        if usage.get("evaluated") is not None and not cached:
-            cached = max(0, prompt_tokens - usage["evaluated"])
-        stats.cached_tokens = int(cached)
-        stats.prefill_tokens = max(0, int(prompt_tokens) - stats.cached_tokens)
+        evaluated, cached = usage.get("evaluated"), usage.get("cached")
+        if evaluated is not None:  # llama.cpp's timings: tokens evaluated now, and reused from its cache
+            total = usage.get("prompt_tokens") or evaluated
+            stats.prefill_tokens = int(evaluated)
+            stats.cached_tokens = int(cached if cached is not None else max(0, total - evaluated))
+        else:
+            prompt_tokens = usage.get("prompt_tokens")
+            if prompt_tokens is None:  # llama-cpp-python's stream carries no usage
+                prompt_tokens = self.count_tokens(prompt)
+            stats.cached_tokens = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+            stats.prefill_tokens = max(0, int(prompt_tokens) - stats.cached_tokens)
         if usage.get("completion_tokens"):
             stats.decode_tokens = int(usage["completion_tokens"])
 

@@ -20,13 +20,13 @@ import asyncio
 import hmac
 import json
 import logging
-import math
 import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Callable
 
 import click
@@ -125,6 +125,24 @@ def _text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return content or ""
+
+
+@cache
+def _calling_kernel():  # built on first use: importing the kernel at CLI start-up costs every command
+    from llmos_shell.kernel import Kernel
+
+    class CallingKernel(Kernel):
+        """``tool_choice`` required or a named function: the client wants a call, so the kernel's
+        two questions of whether to call (the model's odds of starting one, the function's relevance
+        to the request) are not asked; the call is still decoded under the grammar and checked."""
+
+        def _wants_call(self, prompt, threshold, turn) -> bool:
+            return True
+
+        def _relevant(self, request, syscall, turn, threshold) -> bool:
+            return True
+
+    return CallingKernel
 
 
 class Service:
@@ -229,6 +247,7 @@ class Service:
     def _run(self, chat: Chat, on_token, cancel: threading.Event, queued: float) -> Outcome:
         from llmos_shell.kernel import SYSTEM_PROMPT, Events, Kernel
 
+        _CallingKernel = _calling_kernel()
         started = time.perf_counter()
         service = self
 
@@ -239,11 +258,9 @@ class Service:
             def approve(self, syscall, arguments) -> bool:  # --approve ask: the server's operator decides
                 return bool(service.confirm and service.confirm(syscall, arguments))
 
-        kernel = Kernel(self.system, approve=self.approve, max_steps=self.max_steps, max_tokens=chat.max_tokens,
-                        events=ServeEvents())
-        if chat.forced:  # the first step calls, whatever the model's odds and relevance say
-            kernel.call_threshold = 0.0
-            kernel.relevance_threshold = kernel.unwanted_call_relevance = -math.inf
+        kernel = (_CallingKernel if chat.forced else Kernel)(
+            self.system, approve=self.approve, max_steps=self.max_steps, max_tokens=chat.max_tokens,
+            events=ServeEvents())
         functions = [] if chat.hide_tools else chat.functions
         if chat.model != OS_MODEL or chat.hide_tools:
             drivers: list[str] | None = []
@@ -297,7 +314,10 @@ def _tool_calls(turn) -> list[dict[str, Any]]:
             for r in turn.syscalls if r.status == "declared"]
 
 
-def _finish_reason(turn) -> str:
+def _finish_reason(turn, max_tokens: int) -> str:
+    replies = [t for t in turn.timing if t["kind"] == "reply"]
+    if turn.status == "ok" and replies and replies[-1]["decode_tokens"] >= max_tokens:
+        return "length"  # the reply ran into the token limit
     return {"tool_calls": "tool_calls", "max_steps": "length"}.get(turn.status, "stop")
 
 
@@ -339,7 +359,7 @@ def completion(chat: Chat, outcome: Outcome, ident: str, created: int) -> dict[s
     if calls:
         message["tool_calls"] = calls
     return {"id": ident, "object": "chat.completion", "created": created, "model": chat.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(turn), "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(turn, chat.max_tokens), "logprobs": None}],
             "usage": _usage(turn), "llmos": _extension(outcome)}
 
 
@@ -435,7 +455,7 @@ def create_app(service: Service, token: str | None = None):
                 calls = _tool_calls(turn)
                 if calls:
                     yield _chunk(chat, ident, created, {"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
-                yield _chunk(chat, ident, created, {}, _finish_reason(turn), llmos=_extension(outcome))
+                yield _chunk(chat, ident, created, {}, _finish_reason(turn, chat.max_tokens), llmos=_extension(outcome))
                 if chat.include_usage:
                     body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": chat.model,
                             "choices": [], "usage": _usage(turn)}

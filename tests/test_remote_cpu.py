@@ -7,6 +7,7 @@ fast ones talk to tiny stdlib HTTP servers that misbehave on purpose (down, busy
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -205,6 +206,7 @@ class Stub(ThreadingHTTPServer):
         self.routes = routes
         self.hits: dict[str, int] = {}
         self.headers_seen: list[str] = []
+        self.bodies: dict[str, list] = {}
         super().__init__(("127.0.0.1", 0), _StubHandler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -217,7 +219,8 @@ class _StubHandler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         stub: Stub = self.server  # type: ignore[assignment]
         length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
+        raw = self.rfile.read(length)
+        stub.bodies.setdefault(self.path, []).append(json.loads(raw) if raw else None)
         stub.headers_seen.append(self.headers.get("authorization") or "")
         answers = stub.routes.get(self.path, [(404, '{"error": "not found"}')])
         count = stub.hits.get(self.path, 0)
@@ -225,7 +228,7 @@ class _StubHandler(BaseHTTPRequestHandler):
         status, body = answers[min(count, len(answers) - 1)]
         payload = body.encode()
         self.send_response(status)
-        self.send_header("content-type", "application/json")
+        self.send_header("content-type", "text/event-stream" if body.startswith("data:") else "application/json")
         self.send_header("content-length", str(len(payload)))
         if status == 503:
             self.send_header("retry-after", "0")
@@ -282,4 +285,65 @@ def test_a_server_without_grammar_refuses_calls_rather_than_guess():
     assert cpu.kind == "openai" and any("no grammar" in note for note in cpu.notes)
     with pytest.raises(LlmosError, match="cannot constrain decoding"):
         cpu.generate("x", grammar='root ::= "a"')
+    stub.shutdown()
+
+
+def sse(*events) -> str:
+    return "".join(f"data: {json.dumps(e)}\n\n" for e in events)
+
+
+def test_the_llama_cpp_server_dialect():
+    """llama.cpp's llama-server as its README documents it: /props, /tokenize, native /completion."""
+    props = {"default_generation_settings": {"n_ctx": 8192}, "chat_template":
+             "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"}
+    stub = Stub({"/v1/models": [(200, '{"data": [{"id": "qwen7b.gguf", "owned_by": "llamacpp"}]}')],
+                 "/props": [(200, json.dumps(props))],
+                 "/tokenize": [(200, '{"tokens": [5, 6, 7]}')],
+                 "/completion": [(200, sse({"content": "Hel", "stop": False}, {"content": "lo", "stop": False},
+                                           {"content": "", "stop": True, "stop_type": "eos",
+                                            "timings": {"prompt_n": 2, "cache_n": 10, "predicted_n": 2}}))]})
+    cpu = RemoteCpu(stub.url)
+    assert (cpu.kind, cpu.n_ctx) == ("llama.cpp", 8192)
+    assert cpu.format_chat([{"role": "user", "content": "hi"}]) == "<|user|>hi<|assistant|>"
+    assert cpu.count_tokens("x") == 3
+    pieces: list[str] = []
+    generation = cpu.generate("p", grammar='root ::= "Hello"', on_token=pieces.append)
+    assert (generation.text, generation.finish_reason, pieces) == ("Hello", "stop", ["Hel", "lo"])
+    assert (generation.stats.cached_tokens, generation.stats.prefill_tokens) == (10, 2)
+    sent = stub.bodies["/completion"][-1]
+    assert sent["grammar"] == 'root ::= "Hello"' and sent["cache_prompt"] is True and sent["stream"] is True
+    stub.routes["/completion"] = [(200, json.dumps({"content": "{", "completion_probabilities": [{
+        "id": 1, "token": "{", "logprob": -0.1, "top_logprobs": [
+            {"id": 1, "token": "{", "logprob": -0.1}, {"id": 2, "token": " {", "logprob": -3.0},
+            {"id": 3, "token": "Sure", "logprob": -2.5}]}]}))]
+    logprobs = cpu.next_token_logprobs("q", ["{", "```"])
+    assert logprobs["```"] == float("-inf") and abs(logprobs["{"] - math.log(math.exp(-0.1) + math.exp(-3.0))) < 1e-9
+    assert stub.bodies["/completion"][-1]["n_probs"] == 20
+    with pytest.raises(NotImplementedError):
+        cpu.logprob("a", "b")
+    stub.shutdown()
+
+
+def test_the_vllm_dialect():
+    """vLLM's OpenAI server: /version, max_model_len, structured outputs, prompt log-probs by echo."""
+    stub = Stub({"/v1/models": [(200, '{"data": [{"id": "Qwen/Qwen2.5-7B", "owned_by": "vllm", '
+                                      '"max_model_len": 32768}]}')],
+                 "/version": [(200, '{"version": "0.11.0"}')],
+                 "/tokenize": [(200, '{"tokens": [1, 2], "count": 2}')],
+                 "/detokenize": [(200, json.dumps({"prompt": "<s>user: hi\nassistant:"}))],
+                 "/v1/completions": [(200, json.dumps({"choices": [{"text": "b", "logprobs": {
+                     "text_offset": [0, 3, 6], "token_logprobs": [None, -1.5, -0.5],
+                     "tokens": ["abc", " de", "b"]}}], "usage": {"prompt_tokens": 3}}))]})
+    cpu = RemoteCpu(stub.url + "/v1")
+    assert (cpu.kind, cpu.n_ctx, cpu.grammar_field) == ("vllm", 32768, "structured_outputs")
+    assert cpu.format_chat([{"role": "user", "content": "hi"}]) == "<s>user: hi\nassistant:"
+    assert stub.bodies["/tokenize"][-1]["add_generation_prompt"] is True
+    assert cpu.logprob("abc", " de") == (-1.5, 1)  # the tokens of the text only
+    assert stub.bodies["/v1/completions"][-1]["echo"] is True
+    stub.routes["/v1/completions"] = [(200, sse({"choices": [{"text": "{}", "finish_reason": "stop"}]},
+                                                {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 1,
+                                                              "prompt_tokens_details": {"cached_tokens": 3}}}))]
+    generation = cpu.generate("p", grammar="root ::= \"{}\"")
+    assert generation.text == "{}" and generation.stats.cached_tokens == 3
+    assert stub.bodies["/v1/completions"][-1]["structured_outputs"] == {"grammar": "root ::= \"{}\""}
     stub.shutdown()
