@@ -416,6 +416,7 @@ class RemoteCpu(Cpu):
         """The ``TOP_N`` likeliest next tokens' texts and log-probabilities (same text: summed)."""
         with self._lock:
             if self._last_top is not None and self._last_top[0] == prompt:
+                self.decision_stats = GenerationStats()  # answered without asking the server again
                 return self._last_top[1]
         started = time.perf_counter()
         if self.kind == "llama.cpp":
