@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import json
 import logging
+import socket
 import sys
 import threading
 import time
@@ -507,6 +508,11 @@ def serve_command(state, host: str, port: int, token: str | None, approve: str, 
 
     if approve == "ask" and not sys.stdin.isatty():
         raise UsageError("--approve ask needs a terminal to ask at; use never or auto")
+    try:  # before the model loads: a port in use is one line now, not a uvicorn log later
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+            pass
+    except OSError as error:
+        raise LlmosError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     service = Service(state.system, approve=approve, max_steps=max_steps,
                       confirm=_terminal_confirm(threading.Lock()))
     state.system.fs  # open the database now (migrations) rather than in the first request
@@ -523,5 +529,3 @@ def serve_command(state, host: str, port: int, token: str | None, approve: str, 
         server.run()
     finally:
         service.close()
-    if not server.started:
-        raise LlmosError(f"could not listen on {host}:{port} (in use?)")

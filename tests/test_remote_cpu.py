@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jsonschema
 import pytest
 
-from conftest import run_llmos
+from conftest import assert_one_line_error, run_llmos
 from llmos_shell.config import Config
 from llmos_shell.errors import LlmosError
 from llmos_shell.grammar import CALL_OPEN, call_grammar, parse_call
@@ -347,3 +348,11 @@ def test_the_vllm_dialect():
     assert generation.text == "{}" and generation.stats.cached_tokens == 3
     assert stub.bodies["/v1/completions"][-1]["structured_outputs"] == {"grammar": "root ::= \"{}\""}
     stub.shutdown()
+
+
+def test_cli_errors_of_a_remote_cpu_and_of_serve_are_one_line(tmp_path):
+    refused = run_llmos("--model", f"remote:http://127.0.0.1:{free_port()}", "serve", "--port", "0", home=tmp_path)
+    assert "cannot reach the CPU server" in assert_one_line_error(refused, 1)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = run_llmos("serve", "--port", str(taken.getsockname()[1]), home=tmp_path)
+    assert "cannot listen on 127.0.0.1" in assert_one_line_error(busy, 1)
