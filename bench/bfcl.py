@@ -140,8 +140,9 @@ class Served:
     def __init__(self, url: str, model: str | None) -> None:
         import httpx
 
-        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=600,
-                                 headers={"Authorization": f"Bearer {os.environ.get('LLMOS_TOKEN', '')}"})
+        token = os.environ.get("LLMOS_TOKEN")
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=1800,
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
         served = [m["id"] for m in self.http.get("/models").raise_for_status().json()["data"]]
         # `llmos serve` lists the OS ("llmos") first and the CPU's own name: the CPU is what is compared
         self.model = model if model in served else next((m for m in served if m != "llmos"), served[0])
