@@ -4,6 +4,10 @@ Each entry becomes a task with declared functions and one step; the calls the
 kernel returns are scored with ../shared/eval/bfcl_check.py. Prints one JSON object.
 
     python bench/bfcl.py [--model NAME] [--limit N] [--categories simple_python,multiple,...] [--data DIR]
+    python bench/bfcl.py --url http://127.0.0.1:8000/v1 [--model NAME] ...
+
+--url scores a server through the OpenAI API instead (`llmos serve --max-steps 1`, to match the
+one step here): each entry's functions go as `tools`, the `tool_calls` that come back are scored.
 
 --data bench/data/bfcl-held scores the held-out subset (entries outside the dev set).
 """
@@ -70,7 +74,10 @@ def main() -> None:
                         help="folder of <category>.questions.jsonl / .answers.jsonl (default: the dev subset)")
     parser.add_argument("--threshold", type=float, default=None, help="override the kernel's call threshold")
     parser.add_argument("--verbose", action="store_true", help="print each miss on stderr")
+    parser.add_argument("--url", help="an OpenAI-compatible server to score instead of the in-process kernel")
     args = parser.parse_args()
+    if args.url:
+        return score_server(args)
 
     check = load_checker()
     decisions = Decisions()
@@ -114,12 +121,7 @@ def main() -> None:
                     schema = normalise_schema(spec["parameters"])
                     if jsonschema.Draft202012Validator(schema).is_valid(call["arguments"]):
                         calls_valid += 1
-            if category == "irrelevance":
-                ok = not calls
-            elif category == "parallel":
-                ok = parallel_ok(check, calls, truth, functions)
-            else:
-                ok = len(calls) == 1 and check.call_matches(calls[0], truth, functions)
+            ok = entry_ok(check, category, calls, truth, functions)
             correct += ok
             if args.verbose and not ok:
                 print(json.dumps({"id": question["id"], "calls": calls, "output": result.output[:80],
@@ -130,6 +132,64 @@ def main() -> None:
     report["seconds_per_case"] = round(sum(seconds) / max(1, len(seconds)), 3)
     print(json.dumps(report))
     system.close()
+
+
+class Served:
+    """The kernel's ``run`` answered by a server: the entry's functions as tools, its tool calls back."""
+
+    def __init__(self, url: str, model: str | None) -> None:
+        import httpx
+
+        token = os.environ.get("LLMOS_TOKEN")
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=1800,
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+        served = [m["id"] for m in self.http.get("/models").raise_for_status().json()["data"]]
+        # `llmos serve` lists the OS ("llmos") first and the CPU's own name: the CPU is what is compared
+        self.model = model if model in served else next((m for m in served if m != "llmos"), served[0])
+
+    def calls(self, functions: list[dict], request: str) -> tuple[list[dict], str]:
+        answer = self.http.post("/chat/completions", json={
+            "model": self.model, "messages": [{"role": "user", "content": request}], "max_tokens": 256,
+            "temperature": 0, "tools": [{"type": "function", "function": f} for f in functions]})
+        message = answer.raise_for_status().json()["choices"][0]["message"]
+        calls = [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+                 for c in message.get("tool_calls") or []]
+        return calls, message.get("content") or ""
+
+
+def score_server(args) -> None:
+    check = load_checker()
+    served = Served(args.url, args.model)
+    report: dict = {"model": served.model, "url": args.url, "data": str(args.data), "categories": {}}
+    seconds = []
+    for category in args.categories.split(","):
+        answers_file = args.data / f"{category}.answers.jsonl"
+        entries = check.load(args.data / f"{category}.questions.jsonl",
+                             answers_file if answers_file.exists() else None)[: args.limit or None]
+        correct = 0
+        for question, truth in entries:
+            functions = question["function"]
+            request = "\n".join(m["content"] for m in question["question"][0] if m["role"] == "user")
+            started = time.perf_counter()
+            calls, output = served.calls(functions, request)
+            seconds.append(time.perf_counter() - started)
+            ok = entry_ok(check, category, calls, truth, functions)
+            correct += ok
+            if args.verbose and not ok:
+                print(json.dumps({"id": question["id"], "calls": calls, "output": output[:80], "truth": truth}),
+                      file=sys.stderr)
+        report["categories"][category] = {"n": len(entries), "accuracy": round(correct / max(1, len(entries)), 3)}
+    report["seconds_per_case"] = round(sum(seconds) / max(1, len(seconds)), 3)
+    print(json.dumps(report))
+
+
+def entry_ok(check, category: str, calls: list[dict], truth, functions) -> bool:
+    """BFCL's verdict on one entry's calls."""
+    if category == "irrelevance":
+        return not calls
+    if category == "parallel":
+        return parallel_ok(check, calls, truth, functions)
+    return len(calls) == 1 and check.call_matches(calls[0], truth, functions)
 
 
 if __name__ == "__main__":

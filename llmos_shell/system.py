@@ -130,6 +130,10 @@ class System:
 
         if self.cpu_loaded:
             return True, f"cpu {getattr(self._cpu, 'name', '')}".strip()
+        from llmos_shell.cpu.remote import remote_url
+
+        if url := remote_url(self.config.model):  # checked when it connects
+            return True, f"cpu at {url}"
         if importlib.util.find_spec("llama_cpp") is None:
             return False, "cpu: llama-cpp-python is not installed (pip install llama-cpp-python)"
         model = self.config.model

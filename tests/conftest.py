@@ -15,7 +15,7 @@ import pytest
 
 from llmos_shell.config import DEFAULT_MODEL, TEST_MODEL, Config
 
-for variable in ("LLMOS_HOME", "LLMOS_MODEL", "LLMOS_PLUGINS_DIR", "LLMOS_TRACE"):
+for variable in ("LLMOS_HOME", "LLMOS_MODEL", "LLMOS_PLUGINS_DIR", "LLMOS_TRACE", "LLMOS_CPU_URL", "LLMOS_TOKEN"):
     os.environ.pop(variable, None)
 os.environ.setdefault("LLMOS_MODELS_DIR", str(Config.load().models_dir))
 

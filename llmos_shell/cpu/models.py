@@ -252,7 +252,10 @@ def resolve(config: Config, model: str | None = None, progress: bool = True) -> 
 def load_cpu(config: Config, model: str | None = None):
     """The CPU for ``model`` (default: the configured one), ready to generate."""
     from llmos_shell.cpu import LlamaCpu
+    from llmos_shell.cpu.remote import connect, remote_url
 
+    if url := remote_url(model or config.model):  # `--model remote:URL` or LLMOS_CPU_URL
+        return connect(config, url)
     resolved = resolve(config, model)
     return LlamaCpu(resolved.path, name=resolved.name, sha256=resolved.sha256,
                     n_ctx=resolved.context_length or config.max_ctx, max_ctx=config.max_ctx,
