@@ -255,8 +255,19 @@ def load_cpu(config: Config, model: str | None = None):
     from llmos_shell.cpu.remote import connect, remote_url
 
     if url := remote_url(model or config.model):  # `--model remote:URL` or LLMOS_CPU_URL
-        return connect(config, url)
+        return connect(config, url, lambda name: local_model(config, name))
     resolved = resolve(config, model)
     return LlamaCpu(resolved.path, name=resolved.name, sha256=resolved.sha256,
                     n_ctx=resolved.context_length or config.max_ctx, max_ctx=config.max_ctx,
                     n_threads=config.threads)
+
+
+def local_model(config, name: str):
+    """A .gguf here for ``name``: a path, a manifest name, or a file name an installed manifest has."""
+    if Path(name).expanduser().is_file():
+        return Path(name).expanduser()
+    for manifest in manifests().values():
+        if name in (manifest.name, manifest.file) or os.path.basename(name) == manifest.file:
+            path = model_path(config, manifest)
+            return path if path.is_file() else None
+    return None

@@ -36,7 +36,7 @@ import random
 import re
 import threading
 import time
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from llmos_shell.cpu.base import Cpu, Generation, GenerationStats
 from llmos_shell.errors import LlmosError, UsageError
@@ -560,7 +560,7 @@ def _version(text: str) -> tuple[int, ...]:
 
 # --- wiring: the CPU for `--model remote:URL` / LLMOS_CPU_URL ------------------------------
 
-def connect(config, url: str) -> RemoteCpu:
+def connect(config, url: str, local_model: Callable[[str], Any] = lambda name: None) -> RemoteCpu:
     """A RemoteCpu for ``url`` with settings from the environment (``LLMOS_CPU_API_KEY``,
     ``LLMOS_CPU_MODEL``, ``LLMOS_CPU_CTX``, ``LLMOS_CPU_TIMEOUT``). Where the server does not share
     its chat template, the template is read from a local copy of the model: ``LLMOS_CPU_TEMPLATE``
@@ -578,7 +578,7 @@ def connect(config, url: str) -> RemoteCpu:
                     n_ctx=number("LLMOS_CPU_CTX", int, None))
     hint = os.environ.get("LLMOS_CPU_TEMPLATE")
     if cpu.needs_template or hint:
-        path = _local_model(config, hint or cpu.model_id)
+        path = local_model(hint or cpu.model_id)
         if path is not None:
             from llmos_shell.cpu.gguf_check import read_metadata
 
@@ -592,18 +592,3 @@ def connect(config, url: str) -> RemoteCpu:
         cpu._note("no chat template (set LLMOS_CPU_TEMPLATE to a model name or .gguf): prompts are "
                   "plain transcripts")
     return cpu
-
-
-def _local_model(config, name: str):
-    """A .gguf here for ``name``: a path, a manifest name, or a file name an installed manifest has."""
-    from pathlib import Path
-
-    from llmos_shell.cpu import models
-
-    if Path(name).expanduser().is_file():
-        return Path(name).expanduser()
-    for manifest in models.manifests().values():
-        if name in (manifest.name, manifest.file) or os.path.basename(name) == manifest.file:
-            path = models.model_path(config, manifest)
-            return path if path.is_file() else None
-    return None
