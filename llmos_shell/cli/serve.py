@@ -137,7 +137,7 @@ def _calling_kernel():  # built on first use: importing the kernel at CLI start-
         two questions of whether to call (the model's odds of starting one, the function's relevance
         to the request) are not asked; the call is still decoded under the grammar and checked."""
 
-        def _wants_call(self, prompt, threshold, turn) -> bool:
+        def _wants_call(self, process, prompt, threshold, turn) -> bool:
             return True
 
         def _relevant(self, request, syscall, turn, threshold) -> bool:

@@ -433,7 +433,7 @@ class Kernel:
         """Shown only this syscall, is the model likely to call it now? (A syscall the router knows
         from its description alone: see Router.described_candidate.)"""
         prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, tools=[syscall.tool_schema()])
-        return self._wants_call(prompt, self.call_threshold, turn)
+        return self._wants_call(process, prompt, self.call_threshold, turn)
 
     def _outputs(self, process: Process, turn: TurnResult) -> str:
         """What the user sees after the last step: its output; for a step that only stores or plays
