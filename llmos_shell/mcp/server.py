@@ -23,7 +23,7 @@ import threading
 from typing import Any
 from urllib.parse import quote, unquote
 
-from llmos_shell import __version__
+from llmos_shell import __version__, gate
 from llmos_shell.errors import Denied, LlmosError
 
 log = logging.getLogger("llmos.mcp.server")
@@ -152,8 +152,7 @@ class LlmosMcp:
             except Exception as error:  # the client's model reads why, as with any tool
                 if not isinstance(error, LlmosError):
                     log.exception("tool %s failed", name)
-                text = str(error) if isinstance(error, LlmosError) else f"{type(error).__name__}: {error}"
-                return CallToolResult(content=[TextContent(text=text)], is_error=True)
+                return CallToolResult(content=[TextContent(text=gate.one_line(error))], is_error=True)
             content, structured = result_content(result)
             return CallToolResult(content=content, structured_content=structured)
 

@@ -27,6 +27,7 @@ from prompt_toolkit.output import DummyOutput
 from llmos_shell import __version__
 from llmos_shell.errors import Denied, LlmosError
 from llmos_shell.fs.paths import ROOT, normalise
+from llmos_shell.gate import one_line
 from llmos_shell.kernel.loop import CALL_STARTS, Kernel, TurnResult
 from llmos_shell.shell.commands import COMMANDS, split
 from llmos_shell.shell.completer import ShellCompleter
@@ -261,10 +262,9 @@ class Shell:
             self.console.warning(f"denied: {error}")
             return None
         except Exception as error:
-            message = str(error) if isinstance(error, LlmosError) else f"{type(error).__name__}: {error}"
             if not isinstance(error, LlmosError):
                 log.exception("syscall %s failed", name)
-            raise LlmosError(f"{name}: {message}") from None
+            raise LlmosError(f"{name}: {one_line(error)}") from None
         if isinstance(result, bytes):
             result = f"<{len(result)} bytes>"
         if isinstance(result, str):
