@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,18 +147,24 @@ def load_task(source: str) -> Task:
 
 # --- running ------------------------------------------------------------------------------
 
-def run_task(system, task: Task, *, approve: str | None, max_steps: int | None) -> dict[str, Any]:
+def run_task(system, task: Task, *, approve: str | None, max_steps: int | None, queue=None) -> dict[str, Any]:
     """Run one checked task as a process; return its result object (DESIGN.md's JSON).
+
+    Its requests go through ``queue``, the program's run queue (kernel/scheduler.py; one is made
+    for this task if none is given), so ``llmos kill PID`` from elsewhere stops it.
 
     Whatever goes wrong inside (a bug, a driver's or the decoder's ``ValueError``), the task
     gets a result with status ``error`` and its process ends marked ``error``: one task never
     takes the rest of a batch down. Only a bad task (``UsageError``) and Ctrl-C escape.
     """
     from llmos_shell.kernel.loop import Kernel, TurnResult
+    from llmos_shell.kernel.scheduler import RunQueue
 
     started = time.perf_counter()
     kernel = Kernel(system, approve=approve or task.get("approve", "never"),
                     max_steps=max_steps or task.get("max_steps", 8))
+    own_queue = queue is None
+    queue = queue or RunQueue(system.fs)
     process = None
     turns: list[TurnResult] = []
     try:
@@ -169,7 +175,7 @@ def run_task(system, task: Task, *, approve: str | None, max_steps: int | None) 
         process = kernel.spawn(task.source, functions=task.get("functions"), drivers=task.get("drivers"))
         seed, temperature = task.get("seed"), float(task.get("temperature", 0.0))
         for request in [task.body, *task.get("turns", [])]:
-            turns.append(kernel.run(process, request, seed=seed, temperature=temperature))
+            turns.append(queue.run(process, request, kernel=kernel, seed=seed, temperature=temperature))
             if turns[-1].status != "ok":
                 break
         last = turns[-1]
@@ -182,9 +188,14 @@ def run_task(system, task: Task, *, approve: str | None, max_steps: int | None) 
         turns.append(TurnResult(status="error", error=_one_line(error)))
         if process is not None:
             _mark_failed(kernel, process)
+    finally:
+        if own_queue:
+            queue.close()
     if process is not None:
         kernel.release(process)
     last = turns[-1]
+    if last.status == "killed":   # DESIGN.md's task statuses: a task stopped by `kill` was interrupted
+        last = replace(last, status="interrupted")
     cpu = system.cpu
     usage = {key: sum(t.usage[key] for t in turns) for key in last.usage}
     return {

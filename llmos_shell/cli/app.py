@@ -62,14 +62,14 @@ def cli(ctx: click.Context, home: str | None, model: str | None, plugins_dir: st
 
 def _add_commands() -> None:
     from llmos_shell.cli.commands import call_command, drivers_command
-    from llmos_shell.cli.fs import fs_group, log_command, ps_command
+    from llmos_shell.cli.fs import fs_group, kill_command, log_command, ps_command
     from llmos_shell.cli.models import models_group
     from llmos_shell.cli.plugins import plugins_group
     from llmos_shell.cli.run import run_command
     from llmos_shell.cli.serve import serve_command
     from llmos_shell.mcp.cli import mcp_group
 
-    for command in (models_group, call_command, drivers_command, fs_group, ps_command, log_command,
+    for command in (models_group, call_command, drivers_command, fs_group, ps_command, kill_command, log_command,
                     run_command, plugins_group, mcp_group, serve_command):
         cli.add_command(command)
 

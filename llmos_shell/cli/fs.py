@@ -257,15 +257,32 @@ def fs_check(state) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per process.")
 @click.pass_obj
 def ps_command(state, as_json: bool) -> None:
-    """Processes: pid, parent, status, model, name, messages and syscalls."""
+    """Processes: pid, parent, live status (waiting, running, then how they ended), context tokens,
+    KV bytes, messages, syscalls, model, name."""
     rows = _fs(state).processes()
     if as_json:
         _echo_lines(rows)
         return
-    click.echo(f"{'PID':>5} {'PARENT':>6}  {'STATUS':<11} {'MSGS':>5} {'CALLS':>5}  {'CREATED':<19}  {'MODEL':<28} NAME")
+    click.echo(f"{'PID':>5} {'PARENT':>6}  {'STATUS':<11} {'CTX':>5} {'KV':>9} {'MSGS':>5} {'CALLS':>5}  "
+               f"{'CREATED':<19}  {'MODEL':<28} NAME")
     for row in rows:
-        click.echo(f"{row['pid']:>5} {row['parent'] or '-':>6}  {row['status']:<11} {row['messages']:>5} "
-                   f"{row['syscalls']:>5}  {when(row['created'])}  {(row['model'] or '-')[:28]:<28} {row['name']}")
+        tokens, kv = row["context_tokens"], row["kv_bytes"]
+        click.echo(f"{row['pid']:>5} {row['parent'] or '-':>6}  {row['status']:<11} "
+                   f"{'-' if tokens is None else tokens:>5} {'-' if kv is None else human_size(kv):>9} "
+                   f"{row['messages']:>5} {row['syscalls']:>5}  {when(row['created'])}  "
+                   f"{(row['model'] or '-')[:28]:<28} {row['name']}")
+
+
+@click.command("kill")
+@click.argument("pids", nargs=-1, type=int, required=True)
+@click.pass_obj
+def kill_command(state, pids: tuple[int, ...]) -> None:
+    """Stop processes PIDS: the llmos program running each (a shell, `llmos run`, `llmos serve`)
+    stops it within a token, or takes it off its run queue; `ps` then shows it killed."""
+    fs = _fs(state)
+    for pid in pids:
+        owner = fs.kill_process(pid)
+        click.echo(f"killed {pid} (the llmos program running it, OS pid {owner}, stops it)")
 
 
 @click.command("log")

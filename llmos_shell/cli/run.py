@@ -31,6 +31,8 @@ def run_command(state, files: tuple[str, ...], as_json: bool, model: str | None,
     """
     from tqdm import tqdm
 
+    from llmos_shell.kernel.scheduler import RunQueue
+
     worst = EXIT_OK
     tasks: list[Task] = []
     for source in files:  # check every file before anything runs
@@ -47,10 +49,11 @@ def run_command(state, files: tuple[str, ...], as_json: bool, model: str | None,
         elif not model_option and len(models) == 1:
             state.config.model = models.pop()  # the tasks' model, unless the user named one
         state.system.cpu  # load the model once, before the batch: a bad model fails here with exit 2
+    queue = RunQueue(state.system.fs) if tasks else None   # the batch's processes, one at a time
     bar = tqdm(tasks, desc="tasks", unit="task", file=sys.stderr, disable=len(tasks) < 2 or not sys.stderr.isatty())
     for task in bar:
         try:
-            result = run_task(state.system, task, approve=approve, max_steps=max_steps)
+            result = run_task(state.system, task, approve=approve, max_steps=max_steps, queue=queue)
         except UsageError as error:
             click.echo(f"llmos: error: {task.source}: {error}", err=True)
             worst = max(worst, EXIT_USAGE)
@@ -67,7 +70,9 @@ def run_command(state, files: tuple[str, ...], as_json: bool, model: str | None,
                 click.echo(result["output"])
             if result["status"] not in ("ok", "tool_calls"):
                 click.echo(f"llmos: {task.source}: {result['status']}: {result['error']}", err=True)
-        if result["status"] == "interrupted":
+        if result["status"] == "interrupted" and result["error"] != "killed":   # Ctrl-C ends the batch
             break
+    if queue is not None:
+        queue.close()
     sys.exit(worst)
 

@@ -125,6 +125,11 @@ class Cpu(ABC):
         the rest. False (and an empty cache) if it does not fit this CPU: nothing is ever half-loaded."""
         return False
 
+    def kv_bytes(self) -> int | None:
+        """The size in bytes of the KV state the cache holds now (what a snapshot of it takes); None
+        if unknown (a remote CPU)."""
+        return None
+
     def prefill(self, tokens: Sequence[int]) -> int:
         """Make the KV cache hold exactly ``tokens``, evaluating what it lacks; returns how many were evaluated."""
         raise NotImplementedError

@@ -304,6 +304,14 @@ class LlamaCpu(Cpu):
             return False  # another model's cache cells would be read as this one's
         return self._submit(lambda cpu: cpu._w_load_state(state))
 
+    def kv_bytes(self) -> int | None:
+        def size(cpu: "LlamaCpu") -> int:
+            import llama_cpp
+
+            return int(llama_cpp.llama_state_seq_get_size(cpu._llm._ctx.ctx, 0)) if cpu._llm.n_tokens else 0
+
+        return self._submit(size)
+
     def prefill(self, tokens) -> int:
         tokens = list(tokens)
         return self._submit(lambda cpu: cpu._w_prefill(tokens))

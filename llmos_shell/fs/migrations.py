@@ -188,6 +188,18 @@ def m008_snapshot_files(db: sqlite_utils.Database) -> None:
                "WHERE kind = 'prefix'")
 
 
+@migration
+def m009_process_usage(db: sqlite_utils.Database) -> None:
+    # What `ps` shows of a live process: its context in tokens and the bytes of its KV state (on
+    # the CPU or in a snapshot), after its last turn. 'waiting' (in a run queue) is unfinished too,
+    # so the index of unfinished processes covers it.
+    db.execute("ALTER TABLE processes ADD COLUMN context_tokens INTEGER")
+    db.execute("ALTER TABLE processes ADD COLUMN kv_bytes INTEGER")
+    db.execute("DROP INDEX processes_unfinished")
+    db.execute("CREATE INDEX processes_unfinished ON processes(owner) "
+               "WHERE status IN ('running', 'ready', 'waiting')")
+
+
 def known() -> list[str]:
     """The names of the migrations this code knows, in order."""
     return [function.__name__ for function in MIGRATIONS]

@@ -36,7 +36,8 @@ TERMINAL_STATUSES = frozenset({
 #: Longest JSON text kept for one syscall's arguments or result in the audit log.
 MAX_LOGGED_CHARS = 64 * 1024
 
-_PROCESS_COLUMNS = "pid, parent, name, status, model, created, updated, ended, owner_pid"
+_PROCESS_COLUMNS = ("pid, parent, name, status, model, created, updated, ended, owner_pid, context_tokens, "
+                    "kv_bytes")
 _MESSAGE_COLUMNS = "pid, seq, role, content, tokens, swapped, created"
 
 
@@ -117,6 +118,37 @@ class RecordsMixin(Store):
             if cursor.rowcount == 0:
                 raise FsError(f"no such process: {pid}")
 
+    @op
+    def set_process_usage(self, pid: int, context_tokens: int | None, kv_bytes: int | None) -> None:
+        """Record a process's context size in tokens and the bytes of its KV state (shown by ``ps``)."""
+        with self._atomic():
+            self.conn.execute("UPDATE processes SET context_tokens = ?, kv_bytes = ? WHERE pid = ?",
+                              (context_tokens, kv_bytes, pid))
+
+    @op
+    def kill_process(self, pid: int) -> int | None:
+        """Mark an unfinished process ``killed``, for the program that runs it to stop it (its run
+        queue polls for this: kernel/scheduler.py); returns that program's OS pid."""
+        with self._atomic():
+            row = self._one("SELECT status, owner_pid FROM processes WHERE pid = ?", (pid,))
+            if row is None:
+                raise UsageError(f"no process {pid}")
+            if row["status"] in TERMINAL_STATUSES:
+                raise UsageError(f"process {pid} is not running (it ended: {row['status']})")
+            self.conn.execute("UPDATE processes SET status = 'killed', updated = ?, ended = ? WHERE pid = ?",
+                              (time.time(), time.time(), pid))
+        return row["owner_pid"]
+
+    @op
+    def process_statuses(self, pids: Iterable[int]) -> dict[int, str]:
+        """The status of each of ``pids`` that exists (one query: a run queue polls it for kills)."""
+        pids = [int(pid) for pid in pids]
+        if not pids:
+            return {}
+        marks = ",".join("?" * len(pids))
+        return {row[0]: row[1] for row in self.conn.execute(
+            f"SELECT pid, status FROM processes WHERE pid IN ({marks})", pids)}
+
     def opened(self) -> None:
         # An open never fails for want of this: the next one tries again.
         try:
@@ -133,9 +165,10 @@ class RecordsMixin(Store):
         are still unfinished and still belong to an owner found gone."""
         if self.run_dir is None:
             return []
-        # (status IN ('running', 'ready'), word for word: what the partial index of m007 covers)
+        # (status IN ('running', 'ready', 'waiting'), word for word: what the partial index of m009 covers)
         tokens = {row[0] for row in self.conn.execute(
-            "SELECT DISTINCT owner FROM processes WHERE status IN ('running', 'ready') AND owner IS NOT NULL")}
+            "SELECT DISTINCT owner FROM processes WHERE status IN ('running', 'ready', 'waiting') "
+            "AND owner IS NOT NULL")}
         # Lock files of programs killed with no unfinished process are swept up too.
         gone = owners.find_gone(self.run_dir, tokens | owners.listed(self.run_dir))
         if not gone.tokens:
@@ -145,11 +178,11 @@ class RecordsMixin(Store):
             marks = ",".join("?" * len(gone.tokens))
             with self.transaction():
                 pids = [row[0] for row in self.conn.execute(
-                    f"SELECT pid FROM processes WHERE status IN ('running', 'ready') AND owner IN ({marks})",
+                    f"SELECT pid FROM processes WHERE status IN ('running', 'ready', 'waiting') AND owner IN ({marks})",
                     gone.tokens)]
                 self.conn.execute(
                     f"UPDATE processes SET status = 'crashed', updated = ?, ended = ? "
-                    f"WHERE status IN ('running', 'ready') AND owner IN ({marks})", (now, now, *gone.tokens))
+                    f"WHERE status IN ('running', 'ready', 'waiting') AND owner IN ({marks})", (now, now, *gone.tokens))
         except BaseException:
             gone.release()  # keep the files: the next open tries again
             raise

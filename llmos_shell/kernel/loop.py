@@ -252,9 +252,16 @@ class Kernel:
 
     def _settle(self, process: Process) -> None:
         """After a turn: a pinned prefix this process was the first to read is saved (snapshots.py)."""
+        cpu = self.machine.loaded_cpu
         switch = self.machine.context_switch if self.snapshots else None
-        if switch is not None and self.machine.loaded_cpu is not None:
-            switch.settle(self.cpu, process.pid)
+        if switch is not None and cpu is not None:
+            switch.settle(cpu, process.pid)
+        if cpu is not None:   # what `ps` shows: the context's size, and its KV state's
+            try:
+                self.machine.fs.set_process_usage(process.pid, cpu.count_tokens(process.memory.render(cpu)),
+                                                  cpu.kv_bytes())
+            except Exception:  # figures for people: a turn never fails for them
+                log.exception("recording the usage of process %s", process.pid)
 
     def _on_cpu(self, process: Process, prompt: str, tools: list[dict] | None = None) -> None:
         """Before the CPU evaluates ``prompt``: if it holds another process's context, a context switch

@@ -25,22 +25,24 @@ from prompt_toolkit.input import DummyInput
 from prompt_toolkit.output import DummyOutput
 
 from llmos_shell import __version__
-from llmos_shell.errors import Denied, LlmosError
+from llmos_shell.errors import Denied, LlmosError, UsageError
 from llmos_shell.fs.paths import ROOT, normalise
 from llmos_shell.gate import one_line
 from llmos_shell.kernel.loop import CALL_STARTS, Kernel, TurnResult
+from llmos_shell.kernel.scheduler import Job, RunQueue
 from llmos_shell.shell.commands import COMMANDS, split
 from llmos_shell.shell.completer import ShellCompleter
 from llmos_shell.shell.console import Console, short
 from llmos_shell.shell.keys import ends_with_backslash, join_continuations, key_bindings
 from llmos_shell.shell.loader import ModelLoader
-from llmos_shell.shell.runner import Worker
+from llmos_shell.shell.runner import JobEvents, Worker
 from llmos_shell.shell.style import STYLE, continuation, prompt_text
 from llmos_shell.shell.toolbar import toolbar
 
 log = logging.getLogger("llmos.shell")
 
 FIRST_WORD = re.compile(r"(\S+)\s*(.*)", re.DOTALL)
+BACKGROUND = re.compile(r"(?<![&\\])&\s*$")     # a request ending in `&` (not `&&`, not `\&`)
 
 
 class Shell:
@@ -60,8 +62,10 @@ class Shell:
         self.context_tokens: int | None = None
         self.process = None
         self.kernel = Kernel(system, approve=approve)
+        self._queue: RunQueue | None = None
+        self.background: dict[int, tuple[Job, JobEvents]] = {}   # `&` requests by job number
         self.loader = ModelLoader(system, on_ready=self._model_ready, on_error=self._model_failed)
-        self._pending: list[str] = []          # lines from background threads, not shown yet
+        self._pending: list[tuple[str, str | None]] = []   # (line, style) from background threads, not shown yet
         self._router_thread: threading.Thread | None = None   # trains the router while the model loads
         self._pending_lock = threading.Lock()
         if script is not None:        # no terminal: prompt-toolkit only keeps the history
@@ -93,6 +97,13 @@ class Shell:
     def path(self, text: str) -> str:
         """A path typed by the user, made absolute from the current directory."""
         return normalise(text, self.cwd)
+
+    @property
+    def queue(self) -> RunQueue:
+        """This shell's run queue: its requests, foreground and background, one at a time on the CPU."""
+        if self._queue is None:
+            self._queue = RunQueue(self.system.fs, self.kernel, on_finished=self._job_finished)
+        return self._queue
 
     def new_process(self) -> None:
         """A fresh conversation (``reset``); the old process is marked done."""
@@ -176,12 +187,26 @@ class Shell:
     def dispatch(self, text: str) -> None:
         name, rest = FIRST_WORD.match(text).groups()
         entry = COMMANDS.get(name)
-        if entry is None:
+        background = BACKGROUND.search(text)
+        if background and (entry is None or entry.name == "ask"):
+            request = text[:background.start()]
+            if entry is not None:
+                request = FIRST_WORD.match(request).group(2)
+            if not request.strip():
+                raise UsageError("usage: REQUEST &  (runs the request in the background)")
+            self.ask_in_background(request.strip())
+        elif entry is None:
             self.ask(text)
         else:
             entry.function(self, rest if entry.raw else split(rest))
 
     def close(self) -> None:
+        if self._queue is not None:
+            unfinished = [job for job, _events in self.background.values() if not job.done]
+            if unfinished:
+                self.console.warning(f"killing {len(unfinished)} background job(s): "
+                                     + ", ".join(f"[{job.number}] pid {job.pid}" for job in unfinished))
+            self._queue.close()
         if self.process is not None and self.system.fs_opened:
             try:
                 self.kernel.finish(self.process, "exited")
@@ -212,24 +237,66 @@ class Shell:
             raise LlmosError(f"no model: {self.loader.error} (`models` lists them, `model NAME` switches)")
 
     def ask(self, text: str) -> TurnResult:
-        """A request to the model: stream the reply, show syscalls, ask before irreversible ones."""
+        """A request to the model in this shell's conversation: stream the reply, show syscalls, ask
+        before irreversible ones. It waits its turn on the run queue behind any background job."""
         self.ensure_model()
         worker = Worker(self.console, self.confirm)
-        result: TurnResult = worker.run(lambda: self._turn(text, worker))
+        job = self.queue.submit(self.process, text, events=JobEvents(worker.events()), cancel=worker.cancel)
+        try:
+            result: TurnResult = worker.follow(job, self.queue)
+        finally:
+            self._count_context()
+        self.show_result(result)
+        return result
+
+    def ask_in_background(self, text: str) -> Job:
+        """``REQUEST &``: the request runs as its own process (a fresh context) when the CPU is free;
+        the prompt comes back at once, and a line says when it is done."""
+        self.ensure_model()
+        process = self.kernel.spawn(f"& {short(text, 40)}")
+        events = JobEvents()
+        job = self.queue.submit(process, text, events=events)
+        self.background[job.number] = (job, events)
+        self.console.muted(f"[{job.number}] pid {job.pid}")
+        return job
+
+    def foreground(self, job: Job, events: JobEvents) -> TurnResult:
+        """``fg``: show what a background job printed so far and follow it to its end (Ctrl-C stops it)."""
+        worker = Worker(self.console, self.confirm, cancel=job.cancel)
+        events.attach(worker.events())
+        try:
+            result: TurnResult = worker.follow(job, self.queue)
+        finally:
+            self.background.pop(job.number, None)
+            self.queue.forget(job)
+        self.show_result(result)
+        return result
+
+    def show_result(self, result: TurnResult) -> None:
         self.console.end_line()
         if result.status == "interrupted":
             self.console.warning("[interrupted]")
+        elif result.status == "killed":
+            self.console.warning("[killed]")
         elif result.status == "denied":
             self.console.warning(result.error or "denied")
         elif result.status not in ("ok", "tool_calls"):
             self.console.error(result.error or result.status)
-        return result
 
-    def _turn(self, text: str, worker: Worker) -> TurnResult:   # on the worker thread
-        try:
-            return self.kernel.run(self.process, text, cancel=worker.cancel, events=worker.events())
-        finally:
-            self._count_context()
+    def _job_finished(self, job: Job) -> None:   # on the run queue's thread
+        """A background job ended: say so above the prompt, with its reply."""
+        entry = self.background.get(job.number)
+        if entry is None or entry[1].attached:
+            return   # a foreground request, or one `fg` is showing
+        result = job.result
+        status = "done" if result is not None and result.status in ("ok", "tool_calls") else job.state
+        lines = [f"[{job.number}] {status} · pid {job.pid} · {short(job.text, 60)}"]
+        reply = entry[1].text().strip()
+        if reply:
+            lines.append(reply)
+        if result is not None and result.error and result.status not in ("ok", "tool_calls", "killed"):
+            lines.append(f"error: {result.error}")
+        self.notify("\n".join(lines), kind=None)
 
     def confirm(self, name: str, arguments: dict[str, Any]) -> bool:
         """Ask y/n before an irreversible syscall (main thread only)."""
@@ -295,10 +362,10 @@ class Shell:
             return
         self.notify(f"error: {error} (file commands still work; `models` lists the models)")
 
-    def notify(self, line: str) -> None:
+    def notify(self, line: str, kind: str | None = "error") -> None:
         """Show a line from a background thread: above the prompt if it is up, else before the next one."""
         with self._pending_lock:
-            self._pending.append(line)
+            self._pending.append((line, kind))
         app = self.session.app
         loop = app.loop
         if app.is_running and loop is not None:
@@ -311,7 +378,7 @@ class Shell:
             except RuntimeError:  # the loop just closed: the next prompt shows it
                 pass
 
-    def _take_pending(self) -> list[str]:
+    def _take_pending(self) -> list[tuple[str, str | None]]:
         with self._pending_lock:
             lines, self._pending = self._pending, []
         return lines
@@ -320,11 +387,11 @@ class Shell:
         """Print waiting lines above the running prompt (``pre_run`` of each prompt, and :meth:`notify`)."""
         lines = self._take_pending()
         if lines:
-            run_in_terminal(lambda: [self.console.line(line, "error") for line in lines])
+            run_in_terminal(lambda: [self.console.line(line, kind) for line, kind in lines])
 
     def _show_pending(self) -> None:
-        for line in self._take_pending():
-            self.console.line(line, "error")
+        for line, kind in self._take_pending():
+            self.console.line(line, kind)
 
     def _count_context(self, cpu=None) -> None:
         """Cache the context's size in tokens for the toolbar (after a turn, a load, a reset)."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from llmos_shell.errors import UsageError
 from llmos_shell.format import human_size, when
+from llmos_shell.shell.console import short
 from llmos_shell.fs.paths import ROOT, basename
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -413,7 +414,12 @@ def export_command(shell: "Shell", args: list[str]) -> None:
 
 @command("ps", "[-a]", group="system")
 def show_processes(shell: "Shell", args: list[str]) -> None:
-    """List processes (conversations and tasks): pid, status, model, name. -a: all, not just the last 20."""
+    """List processes (conversations, tasks, background requests) and what they hold.
+
+    STATUS is live: waiting (for the CPU), running, then how the last request ended (ok, killed,
+    ...). CTX is the context in tokens and KV the bytes of its KV state after its last request
+    (on the CPU or in a snapshot). -a: all, not just the last 20.
+    """
     options, _ = flags(args, "a")
     rows = list(shell.fs.processes())
     if not options.get("a"):
@@ -421,27 +427,106 @@ def show_processes(shell: "Shell", args: list[str]) -> None:
     table = []
     for row in rows:
         mark = "*" if row.get("pid") == shell.process.pid else ""
-        table.append([f"{row.get('pid')}{mark}", row.get("status") or "-", row.get("model") or "-",
-                      when(row.get("created")), row.get("name") or ""])
-    shell.console.table(table, header=["PID", "STATUS", "MODEL", "STARTED", "NAME"])
+        tokens, kv = row.get("context_tokens"), row.get("kv_bytes")
+        table.append([f"{row.get('pid')}{mark}", row.get("status") or "-",
+                      "-" if tokens is None else str(tokens), "-" if kv is None else human_size(kv),
+                      row.get("model") or "-", when(row.get("created")), row.get("name") or ""])
+    shell.console.table(table, header=["PID", "STATUS", "CTX", "KV", "MODEL", "STARTED", "NAME"])
 
 
-@command("kill", "PID...", group="system")
+@command("jobs", group="system")
+def jobs_command(shell: "Shell", args: list[str]) -> None:
+    """Background requests (`REQUEST &`): job number, state, pid, request. Finished ones are listed once."""
+    need(args, 0, 0, "jobs")
+    table = []
+    for number, (job, _events) in sorted(shell.background.items()):
+        table.append([f"[{number}]", job.state, str(job.pid), short(job.text, 60)])
+        if job.done:
+            shell.background.pop(number)
+            shell.queue.forget(job)
+    if not table:
+        shell.console.muted("no background jobs (a request ending in & runs in the background)")
+        return
+    shell.console.table(table, header=["JOB", "STATE", "PID", "REQUEST"])
+
+
+def _job(shell: "Shell", word: str | None):
+    """The background job a `fg`/`kill` argument names: N or %N (default: the newest)."""
+    if not shell.background:
+        raise UsageError("no background jobs")
+    if word is None:
+        return shell.background[max(shell.background)]
+    try:
+        number = int(word.lstrip("%"))
+    except ValueError:
+        raise UsageError(f"not a job number: {word}") from None
+    if number not in shell.background:
+        raise UsageError(f"no job {number} (`jobs` lists them)")
+    return shell.background[number]
+
+
+@command("fg", "[N]", group="system")
+def fg_command(shell: "Shell", args: list[str]) -> None:
+    """Bring background job N (default: the newest) to the foreground: its output so far, then the rest.
+
+    Ctrl-C then stops it. A job that has ended shows its reply.
+    """
+    need(args, 0, 1, "fg [N]")
+    job, events = _job(shell, args[0] if args else None)
+    shell.foreground(job, events)
+
+
+@command("wait", group="system")
+def wait_command(shell: "Shell", args: list[str]) -> None:
+    """Wait until every background job has ended (Ctrl-C stops waiting; the jobs go on)."""
+    need(args, 0, 0, "wait")
+    try:
+        while True:
+            left = [job for job, _events in shell.background.values() if not job.done]
+            if not left:
+                break
+            shell.console.spin(f"waiting for {len(left)} job(s)")
+            left[0].finished.wait(0.1)
+    except KeyboardInterrupt:
+        shell.console.stop_spinner()
+        shell.console.warning("stopped waiting; the jobs go on (`jobs`)")
+        return
+    shell.console.stop_spinner()
+
+
+KILL_WAIT = 5.0   # seconds `kill` waits to see a running job stop
+
+
+@command("kill", "PID|%N...", group="system")
 def kill_command(shell: "Shell", args: list[str]) -> None:
-    """Mark processes as killed in the process table (see `ps`)."""
-    need(args, 1, None, "kill PID...")
+    """Stop processes: a running one within a token, a waiting one before it starts.
+
+    `ps` then shows them killed. %N names background job N. A process another llmos program runs
+    (a second shell, `llmos run`, `llmos serve`) is stopped by that program.
+    """
+    need(args, 1, None, "kill PID|%N...")
     for word in args:
-        try:
-            pid = int(word)
-        except ValueError:
-            raise UsageError(f"not a pid: {word}") from None
+        if word.startswith("%"):
+            pid = _job(shell, word)[0].pid
+        else:
+            try:
+                pid = int(word)
+            except ValueError:
+                raise UsageError(f"not a pid: {word}") from None
         if pid == shell.process.pid:
             raise UsageError(f"pid {pid} is this shell's conversation: use `reset` or `exit`")
-        known = {row.get("pid") for row in shell.fs.processes()}
-        if pid not in known:
-            raise UsageError(f"no process {pid}")
-        shell.fs.set_process_status(pid, "killed")
-        shell.console.muted(f"killed {pid}")
+        outcome = shell.queue.kill(pid)
+        if outcome == "stopping":
+            job = shell.queue.job_of(pid) or next((j for j, _ in shell.background.values() if j.pid == pid), None)
+            if job is not None and not job.finished.wait(KILL_WAIT):
+                shell.console.warning(f"{pid} is still stopping (its current step has not ended)")
+                continue
+            shell.console.muted(f"killed {pid}")
+        elif outcome == "dequeued":
+            shell.console.muted(f"killed {pid} (it had not started)")
+        else:
+            owner = shell.fs.kill_process(pid)
+            shell.console.muted(f"killed {pid} (the llmos program running it, OS pid {owner}, stops it)")
 
 
 @command("log", "[-n N] [--pid PID]", group="system")

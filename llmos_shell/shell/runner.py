@@ -52,6 +52,10 @@ class ShellEvents(Events):
     def approve(self, syscall, arguments: dict[str, Any]) -> bool:
         return ask_main_thread(self.approvals, self.cancel, syscall.name, arguments)
 
+    def note(self, text: str) -> None:
+        self.console.end_line()
+        self.console.warning(text)
+
 
 def ask_main_thread(approvals: "queue.Queue[Approval]", cancel: threading.Event, name: str,
                     arguments: dict[str, Any]) -> bool:
@@ -69,11 +73,12 @@ def ask_main_thread(approvals: "queue.Queue[Approval]", cancel: threading.Event,
 class Worker:
     """One piece of work (a turn of the kernel, a syscall) in a thread, watched from the main thread."""
 
-    def __init__(self, console, confirm: Callable[[str, dict[str, Any]], bool], label: str = "thinking") -> None:
+    def __init__(self, console, confirm: Callable[[str, dict[str, Any]], bool], label: str = "thinking",
+                 cancel: threading.Event | None = None) -> None:
         self.console = console
         self.confirm = confirm
         self.label = label
-        self.cancel = threading.Event()
+        self.cancel = cancel or threading.Event()   # a job's own, when following one
         self.approvals: "queue.Queue[Approval]" = queue.Queue()
         self.interrupted = False
 
@@ -96,14 +101,37 @@ class Worker:
 
         thread = threading.Thread(target=target, name="llmos-shell-worker", daemon=True)
         thread.start()
+
+        def ended(timeout: float) -> bool:
+            thread.join(timeout)
+            return not thread.is_alive()
+
+        self._watch(ended)
+        return result.result()
+
+    def follow(self, job, queue) -> Any:
+        """Watch a run-queue job (its cancel event this worker's) until it ends; return its result.
+        Ctrl-C while it waits for the CPU takes it off the queue (interrupted) at once."""
+        def waiting() -> str | None:
+            ahead = queue.ahead_of(job)
+            return f"waiting for the CPU ({ahead} ahead: `jobs`)" if ahead else None
+
+        self._watch(job.finished.wait, waiting, on_interrupt=lambda: queue.cancel(job))
+        return job.wait()
+
+    def _watch(self, ended: Callable[[float], bool], waiting: Callable[[], str | None] = lambda: None,
+               on_interrupt: Callable[[], Any] = lambda: None) -> None:
+        """On the main thread until ``ended(timeout)`` says the work is over: the spinner, approvals,
+        Ctrl-C."""
         warned = False
         waited = 0.0
-        while thread.is_alive():
+        while True:
             try:
                 self._serve_approvals()
                 if not self.interrupted:
-                    self.console.spin(self.label)
-                thread.join(0.1)
+                    self.console.spin(waiting() or self.label)
+                if ended(0.1):
+                    break
                 if self.interrupted:
                     waited += 0.1
                     if waited > CANCEL_GRACE and not warned:
@@ -111,9 +139,9 @@ class Worker:
                         self.console.muted("(stopping: waiting for the current step to end)")
             except KeyboardInterrupt:
                 self._interrupt()
+                on_interrupt()
         self.console.stop_spinner()
         self._drain()
-        return result.result()
 
     def _interrupt(self) -> None:
         if not self.interrupted:
@@ -153,3 +181,60 @@ class Worker:
         for question in self._waiting():
             if not question.answer.done():
                 question.answer.set_result(False)
+
+
+class JobEvents(Events):
+    """The events of a run-queue job, shown live while it is in the foreground and kept while it is not.
+
+    A background job's tokens and syscall lines are kept; ``fg`` shows them and then streams the
+    rest (:meth:`attach`). An irreversible syscall asks only in the foreground: in the background
+    the question cannot reach the user, so the answer is no."""
+
+    def __init__(self, shown: ShellEvents | None = None) -> None:
+        self._lock = threading.Lock()
+        self._shown = shown
+        self.kept: list[tuple[str, Any]] = []     # (event, value) while in the background
+
+    def attach(self, shown: ShellEvents) -> None:
+        """Bring the job to the foreground: what it printed so far, then the rest as it comes."""
+        with self._lock:
+            for event, value in self.kept:
+                getattr(shown, event)(*value)
+            self.kept = []
+            self._shown = shown
+
+    @property
+    def attached(self) -> bool:
+        return self._shown is not None
+
+    def text(self) -> str:
+        """What the job printed while in the background: its reply, and any notes."""
+        with self._lock:
+            parts = [value[0] if event == "token" else f"\n({value[0]})\n"
+                     for event, value in self.kept if event in ("token", "note")]
+        return "".join(parts)
+
+    def _emit(self, event: str, *value: Any) -> None:
+        with self._lock:
+            if self._shown is not None:
+                getattr(self._shown, event)(*value)
+            else:
+                self.kept.append((event, value))
+
+    def token(self, text: str) -> None:
+        self._emit("token", text)
+
+    def syscall_started(self, name: str, arguments: dict[str, Any]) -> None:
+        self._emit("syscall_started", name, arguments)
+
+    def syscall_finished(self, record) -> None:
+        self._emit("syscall_finished", record)
+
+    def approve(self, syscall, arguments: dict[str, Any]) -> bool:
+        with self._lock:
+            shown = self._shown
+        if shown is None:
+            self.kept.append(("note", (f"{syscall.name} needs your approval: run the request in the "
+                                       "foreground to be asked",)))
+            return False
+        return shown.approve(syscall, arguments)
