@@ -2,8 +2,9 @@
 
 Usage: python tests/scripted_llmos.py SCRIPT.json [LLMOS ARGUMENTS...]
 
-SCRIPT.json is ``{"replies": [...], "topics": [...]}``. ``replies`` are the texts
-the CPU generates, in order (llmos_shell.testing.FakeCpu). ``topics`` script the
+SCRIPT.json is ``{"replies": [...], "topics": [...], "token_delay": 0.0}``. ``replies`` are
+the texts the CPU generates, in order (llmos_shell.testing.FakeCpu), a word every
+``token_delay`` seconds. ``topics`` script the
 router's sentence encoder: texts that contain a topic word share a strong axis
 (a request with the word "echo" is routed to a syscall whose examples say
 "echo"), any other text points somewhere random (such a request matches no
@@ -58,7 +59,7 @@ class TopicEncoder:
 
 def run() -> None:
     script = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
-    cpu = FakeCpu(script.get("replies", []))
+    cpu = FakeCpu(script.get("replies", []), token_delay=script.get("token_delay", 0.0))
     encoder = TopicEncoder(script.get("topics", []))
     models.load_cpu = lambda config, model=None: cpu    # what System.cpu calls to load the model
     embed.shared_encoder = lambda: encoder              # what the kernel's router loads

@@ -297,6 +297,8 @@ class Shell:
         if result is not None and result.error and result.status not in ("ok", "tool_calls", "killed"):
             lines.append(f"error: {result.error}")
         self.notify("\n".join(lines), kind=None)
+        self.background.pop(job.number, None)   # said once, as a shell says "Done"
+        self.queue.forget(job)
 
     def confirm(self, name: str, arguments: dict[str, Any]) -> bool:
         """Ask y/n before an irreversible syscall (main thread only)."""

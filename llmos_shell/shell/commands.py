@@ -436,11 +436,12 @@ def show_processes(shell: "Shell", args: list[str]) -> None:
 
 @command("jobs", group="system")
 def jobs_command(shell: "Shell", args: list[str]) -> None:
-    """Background requests (`REQUEST &`): job number, state, pid, request. Finished ones are listed once."""
+    """Background requests (`REQUEST &`) not yet ended or shown: job number, state, pid, request."""
     need(args, 0, 0, "jobs")
     table = []
     for number, (job, _events) in sorted(shell.background.items()):
-        table.append([f"[{number}]", job.state, str(job.pid), short(job.text, 60)])
+        state = "done" if job.state in ("ok", "tool_calls") else job.state
+        table.append([f"[{number}]", state, str(job.pid), short(job.text, 60)])
         if job.done:
             shell.background.pop(number)
             shell.queue.forget(job)
