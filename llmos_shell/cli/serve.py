@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Callable
@@ -155,8 +155,11 @@ class Service:
         self.max_steps = max_steps
         self.confirm = confirm
         self.cpu_model = system.cpu.name        # loads the model now: a bad one fails before listening
-        # The run queue: one worker owns every kernel run, so one process at a time uses the CPU.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmos-serve")
+        from llmos_shell.kernel.scheduler import RunQueue
+
+        # The program's run queue (kernel/scheduler.py): one process at a time uses the CPU, and
+        # `llmos kill PID` stops a client's process.
+        self.queue = RunQueue(system.fs)
         self.created = int(time.time())
 
     def models(self) -> list[dict[str, Any]]:
@@ -240,16 +243,11 @@ class Service:
 
     # --- running ----------------------------------------------------------------------------
 
-    def submit(self, chat: Chat, on_token: Callable[[str], None], cancel: threading.Event):
-        """Queue the chat for the CPU worker; a Future of its :class:`Outcome`."""
-        queued = time.perf_counter()
-        return self._worker.submit(self._run, chat, on_token, cancel, queued)
-
-    def _run(self, chat: Chat, on_token, cancel: threading.Event, queued: float) -> Outcome:
+    def submit(self, chat: Chat, on_token: Callable[[str], None], cancel: threading.Event) -> Future:
+        """Spawn the chat's process and queue it for the CPU; a Future of its :class:`Outcome`."""
         from llmos_shell.kernel.loop import SYSTEM_PROMPT, Events, Kernel
 
         _CallingKernel = _calling_kernel()
-        started = time.perf_counter()
         service = self
 
         class ServeEvents(Events):
@@ -272,13 +270,24 @@ class Service:
         process.parallel_calls = chat.parallel
         for message in chat.history:
             process.memory.add(message["role"], message["content"])
-        if chat.last["role"] == "user":
-            turn = kernel.run(process, _text(chat.last.get("content")), cancel=cancel, seed=chat.seed,
-                              temperature=chat.temperature)
-        else:
-            turn = self._answer_results(kernel, process, chat, on_token, cancel)
-        return Outcome(pid=process.pid, turn=turn, queue_ms=1000 * (started - queued),
-                       run_ms=1000 * (time.perf_counter() - started))
+        text = _text(chat.last.get("content"))
+        work = None if chat.last["role"] == "user" else (
+            lambda job: self._answer_results(kernel, process, chat, on_token, job.cancel))
+        job = self.queue.submit(process, text, kernel=kernel, cancel=cancel, work=work, seed=chat.seed,
+                                temperature=chat.temperature)
+        outcome: Future = Future()
+
+        def done(_future) -> None:
+            error = job.future.exception()
+            if error is not None:
+                outcome.set_exception(error)
+                return
+            started = job.started if job.started is not None else job.ended
+            outcome.set_result(Outcome(pid=process.pid, turn=job.result, queue_ms=1000 * (started - job.submitted),
+                                       run_ms=1000 * (job.ended - started)))
+
+        job.future.add_done_callback(done)
+        return outcome
 
     def _answer_results(self, kernel, process, chat: Chat, on_token, cancel):
         """The reply after the client ran the calls: its tool messages join the context, the model answers."""
@@ -304,7 +313,7 @@ class Service:
         return turn
 
     def close(self) -> None:
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        self.queue.close()
 
 
 # --- OpenAI response shapes -----------------------------------------------------------------
@@ -344,6 +353,8 @@ def _failed(outcome: Outcome) -> ApiError | None:
         return ApiError(500, turn.error or "the request failed", kind="server_error")
     if turn.status == "interrupted":
         return ApiError(500, "the request was cancelled", kind="server_error", code="cancelled")
+    if turn.status == "killed":
+        return ApiError(500, "the request's process was killed (`llmos kill`)", kind="server_error", code="killed")
     return None
 
 

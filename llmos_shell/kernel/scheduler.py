@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -36,7 +37,8 @@ class Job:
     """One request of one process, from waiting in the queue to its result."""
 
     def __init__(self, number: int, kernel: Kernel, process: Process, text: str, events: Events | None,
-                 cancel: threading.Event | None, options: dict[str, Any]) -> None:
+                 cancel: threading.Event | None, options: dict[str, Any],
+                 work: Callable[["Job"], TurnResult] | None = None) -> None:
         self.number = number          # [1], [2], ... in the order submitted
         self.kernel = kernel          # whose policy (approval, step limit) the request runs under
         self.process = process
@@ -44,12 +46,16 @@ class Job:
         self.events = events
         self.cancel = cancel or threading.Event()
         self.options = options        # seed, temperature: passed to Kernel.run
+        self.work = work              # what runs instead of Kernel.run (serve's answer to tool results)
         self.state = "waiting"        # waiting, running, then the turn's status or killed
         self.killed = False
         self.result: TurnResult | None = None
         self.error: BaseException | None = None   # a bug in the kernel, raised again by wait()
-        self.submitted = time.time()
+        self.submitted = time.perf_counter()
+        self.started: float | None = None     # perf_counter times: how long it waited, how long it ran
+        self.ended: float | None = None
         self.finished = threading.Event()
+        self.future: Future = Future()        # the result (or the kernel's bug), for asyncio callers
 
     @property
     def pid(self) -> int:
@@ -89,13 +95,15 @@ class RunQueue:
     # --- submitting and waiting -------------------------------------------------------------
 
     def submit(self, process: Process, text: str, *, events: Events | None = None,
-               cancel: threading.Event | None = None, kernel: Kernel | None = None, **options: Any) -> Job:
+               cancel: threading.Event | None = None, kernel: Kernel | None = None,
+               work: Callable[[Job], TurnResult] | None = None, **options: Any) -> Job:
         """Queue one request of ``process``, run by ``kernel`` (default: the queue's);
-        ``options`` (seed, temperature) go to Kernel.run."""
+        ``options`` (seed, temperature) go to Kernel.run. ``work(job)`` runs instead of Kernel.run
+        when given (other work of the process on the CPU)."""
         kernel = kernel or self.kernel
         if kernel is None:
             raise ValueError("submit() needs a kernel: this run queue has no default")
-        job = Job(next(self._numbers), kernel, process, text, events, cancel, options)
+        job = Job(next(self._numbers), kernel, process, text, events, cancel, options, work)
         with self._changed:
             if self._closed:
                 raise RuntimeError("the run queue is closed")
@@ -211,9 +219,13 @@ class RunQueue:
             self._end(job, TurnResult(status="killed", error="killed"))
             return
         job.state = "running"
+        job.started = time.perf_counter()
         result, error = None, None
         try:
-            result = job.kernel.run(job.process, job.text, cancel=job.cancel, events=job.events, **job.options)
+            if job.work is not None:
+                result = job.work(job)
+            else:
+                result = job.kernel.run(job.process, job.text, cancel=job.cancel, events=job.events, **job.options)
         except BaseException as bug:  # the kernel recorded the process as failed; the waiter sees it raised
             log.exception("process %s: the kernel failed", job.pid)
             error = bug
@@ -231,7 +243,12 @@ class RunQueue:
                 log.exception("recording process %s as killed", job.pid)
         job.result, job.error = result, error
         job.state = result.status if result is not None else "error"
+        job.ended = time.perf_counter()
         job.finished.set()
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
         if self.on_finished is not None:
             try:
                 self.on_finished(job)
