@@ -95,6 +95,10 @@ class System:
             store = SnapshotStore(lambda: self.fs, self.config.snapshots_dir,
                                   ram_bytes=int(self.config.snapshot_ram_mb * megabyte),
                                   disk_bytes=int(self.config.snapshot_disk_mb * megabyte))
+            try:
+                store.sweep()
+            except Exception:   # a clean-up: the next start tries again
+                log.exception("sweeping snapshots left by ended programs")
             self._context_switch = ContextSwitch(store)
         return self._context_switch
 

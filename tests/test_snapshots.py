@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,31 @@ def test_instant_start_restores_the_pinned_prefix_in_a_fresh_llmos_run(tmp_path,
     assert runs[0]["output"] == runs[1]["output"]
     files = list((home / "snapshots").iterdir())
     assert len(files) == 1 and files[0].name.startswith("prefix-")
+
+
+def test_snapshots_left_by_a_crashed_program_are_swept_at_start(tmp_path):
+    """A program killed with process snapshots on disk (and a write cut short) leaves files; the next
+    llmos to open the home removes them, and keeps what live programs and shared prefixes need."""
+    home = tmp_path / "home"
+    system = make_system(home, plugins=[])
+    fs = system.fs
+    folder = system.config.snapshots_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    dead, live = fs.create_process("dead"), fs.create_process("live")
+    fs.conn.execute("UPDATE processes SET owner = 'a-program-that-crashed' WHERE pid = ?", (dead,))
+    files = {}
+    for name, pid, kind in (("dead", dead, "process"), ("live", live, "process"), ("prefix", None, "prefix")):
+        files[name] = folder / f"{name}.kv"
+        files[name].write_bytes(b"x" * 100)
+        fs.add_snapshot_file(kind=kind, file=files[name].name, model_sha256="0" * 64, prefix_sha256=name,
+                             n_tokens=10, size=100, pid=pid)
+    stale, fresh = folder / ".dead.kv.123.456.part", folder / ".live.kv.789.1.part"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+
+    system.context_switch   # what a program does on first use of snapshots
+    assert not files["dead"].exists() and not stale.exists()
+    assert files["live"].exists() and files["prefix"].exists() and fresh.exists()
+    assert {row["file"] for row in fs.snapshot_files()} == {"live.kv", "prefix.kv"}
+    system.close()

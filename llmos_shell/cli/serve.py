@@ -27,7 +27,6 @@ import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Callable
 
 import click
@@ -126,24 +125,6 @@ def _text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return content or ""
-
-
-@cache
-def _calling_kernel():  # built on first use: importing the kernel at CLI start-up costs every command
-    from llmos_shell.kernel.loop import Kernel
-
-    class CallingKernel(Kernel):
-        """``tool_choice`` required or a named function: the client wants a call, so the kernel's
-        two questions of whether to call (the model's odds of starting one, the function's relevance
-        to the request) are not asked; the call is still decoded under the grammar and checked."""
-
-        def _wants_call(self, process, prompt, threshold, turn) -> bool:
-            return True
-
-        def _relevant(self, request, syscall, turn, threshold) -> bool:
-            return True
-
-    return CallingKernel
 
 
 class Service:
@@ -247,7 +228,6 @@ class Service:
         """Spawn the chat's process and queue it for the CPU; a Future of its :class:`Outcome`."""
         from llmos_shell.kernel.loop import SYSTEM_PROMPT, Events, Kernel
 
-        _CallingKernel = _calling_kernel()
         service = self
 
         class ServeEvents(Events):
@@ -257,9 +237,8 @@ class Service:
             def approve(self, syscall, arguments) -> bool:  # --approve ask: the server's operator decides
                 return bool(service.confirm and service.confirm(syscall, arguments))
 
-        kernel = (_CallingKernel if chat.forced else Kernel)(
-            self.system, approve=self.approve, max_steps=self.max_steps, max_tokens=chat.max_tokens,
-            events=ServeEvents())
+        kernel = Kernel(self.system, approve=self.approve, max_steps=self.max_steps, max_tokens=chat.max_tokens,
+                        events=ServeEvents(), force_call=chat.forced)
         functions = [] if chat.hide_tools else chat.functions
         if chat.model != OS_MODEL or chat.hide_tools:
             drivers: list[str] | None = []

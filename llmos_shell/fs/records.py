@@ -372,6 +372,18 @@ class RecordsMixin(Store):
                          f"FROM snapshots WHERE {' AND '.join(where)} ORDER BY used, id", params)
 
     @op
+    def orphaned_snapshots(self) -> list[dict[str, Any]]:
+        """Process snapshots whose program has ended (crashed or killed before it could remove
+        them): only the program that ran a process can use its snapshot. Prefixes are shared, and
+        stay."""
+        if self.run_dir is None:
+            return []
+        live = owners.listed(self.run_dir) | owners.own_tokens()   # lock files of programs still running
+        rows = self._all("SELECT s.id, s.pid, s.file, p.owner FROM snapshots s LEFT JOIN processes p ON p.pid = s.pid "
+                         "WHERE s.kind = 'process' AND s.file IS NOT NULL")
+        return [row for row in rows if row["owner"] is None or row["owner"] not in live]
+
+    @op
     def touch_snapshot(self, snapshot_id: int) -> None:
         with self._atomic():
             self.conn.execute("UPDATE snapshots SET used = ? WHERE id = ?", (time.time(), snapshot_id))

@@ -196,7 +196,7 @@ class Kernel:
     def __init__(self, machine: "KernelMachine", *, approve: Approve = "never", max_steps: int = 8, max_tokens: int = 512,
                  call_threshold: float = 0.5, chain_threshold: float = 0.8, relevance_threshold: float = 0.0,
                  unwanted_call_relevance: float = 0.1, events: Events | None = None,
-                 snapshots: bool = True) -> None:
+                 snapshots: bool = True, force_call: bool = False) -> None:
         self.machine = machine
         self.approve = approve
         self.max_steps = max_steps
@@ -213,6 +213,10 @@ class Kernel:
         self.events = events or Events()
         # Context switches by KV snapshot (off: another process's prompt is evaluated in full).
         self.snapshots = snapshots
+        # The caller wants a call (an API client's tool_choice "required" or a named function): the
+        # two questions whether to call (the model's p(call), the syscall's relevance) are not asked;
+        # the call is still decoded under the grammar and checked.
+        self.force_call = force_call
         self._router: Router | None = None
 
     @property
@@ -535,6 +539,8 @@ class Kernel:
 
     def _wants_call(self, process: Process, prompt: str, threshold: float, turn: TurnResult) -> bool:
         """Is the model likely to start a call here (p(call) at least ``threshold``)?"""
+        if self.force_call:
+            return True
         self._on_cpu(process, prompt)
         try:
             logprobs = self.cpu.next_token_logprobs(prompt, CALL_STARTS)
@@ -593,6 +599,8 @@ class Kernel:
 
         Pointwise mutual information from the model itself: a small model judges relevance poorly
         when asked (its yes/no hovers at 50 %) but its likelihoods separate related from unrelated."""
+        if self.force_call:
+            return True
         request = request[:RELEVANCE_CHARS]
         try:
             base, n_tokens = self.cpu.logprob(RELEVANCE_BASE, request)

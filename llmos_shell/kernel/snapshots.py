@@ -189,6 +189,32 @@ class SnapshotStore:
                                                  prefix_sha256=tokens_sha256(state.tokens)):
                 self._forget(row)
 
+    def sweep(self, stale_seconds: float = 600) -> int:
+        """Remove what crashed programs left: their processes' snapshot files and rows, and files
+        the table does not know (a write cut short leaves a ``.part``) older than ``stale_seconds``
+        (a live program may be between writing a file and recording it). Returns files removed."""
+        removed = 0
+        with self._lock:
+            for row in self._fs().orphaned_snapshots():
+                self._forget(row)
+                removed += 1
+            known = {row["file"] for row in self._fs().snapshot_files()}
+            try:
+                entries = list(self.directory.iterdir())
+            except OSError:   # no folder yet
+                return removed
+            now = time.time()
+            for path in entries:
+                try:
+                    if path.is_file() and path.name not in known and now - path.stat().st_mtime > stale_seconds:
+                        path.unlink()
+                        removed += 1
+                except OSError:
+                    continue
+        if removed:
+            log.info("removed %d snapshot files left by programs that ended", removed)
+        return removed
+
     def close(self) -> None:
         """Forget this program's process snapshots: their processes end with it. Prefixes stay."""
         with self._lock:
