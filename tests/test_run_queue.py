@@ -150,7 +150,7 @@ def test_ps_shows_context_tokens_and_kv_bytes(tmp_path, small_cpu):
         assert queue.run(process, "Say hello.", seed=1).status == "ok"
         queue.close()
         row = system.fs.get_process(process.pid)
-        assert row["context_tokens"] == small_cpu.count_tokens(process.memory.render(small_cpu))
+        assert row["context_tokens"] == small_cpu.count_tokens(process.memory.render(small_cpu, tools=[]))
         per_token = row["kv_bytes"] / small_cpu._llm.n_tokens
         assert row["kv_bytes"] > 0 and per_token > 1000    # SmolLM2-135M: tens of KB a token
     finally:

@@ -262,8 +262,9 @@ class Kernel:
             switch.settle(cpu, process.pid)
         if cpu is not None:   # what `ps` shows: the context's size, and its KV state's
             try:
-                self.machine.fs.set_process_usage(process.pid, cpu.count_tokens(process.memory.render(cpu)),
-                                                  cpu.kv_bytes())
+                # a routed process's prompts show only the syscalls of its plan (none when it replies)
+                shown = process.memory.render(cpu, tools=[] if process.routed else None)
+                self.machine.fs.set_process_usage(process.pid, cpu.count_tokens(shown), cpu.kv_bytes())
             except Exception:  # figures for people: a turn never fails for them
                 log.exception("recording the usage of process %s", process.pid)
 
