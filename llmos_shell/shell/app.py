@@ -146,6 +146,7 @@ class Shell:
         """Standard input is not a terminal: run its lines as if typed; exit 1 if any failed."""
         try:
             while self.running:
+                self._show_pending()       # background jobs that ended meanwhile
                 text = self._script_line()
                 if text is None:
                     break
