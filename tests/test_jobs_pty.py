@@ -35,6 +35,7 @@ def test_background_jobs_fg_kill_and_wait(tmp_path):
 
     term.line("Tell me a long story &")
     term.expect(r"\[1\] pid 2")
+    term.expect(r"jobs (\x1b\[[0-9;]*m)*1")               # the toolbar counts it
     term.ready()                                         # the prompt is back at once
     term.line("jobs")
     term.expect(r"\[1\]\s+running\s+2\s+Tell me a long story")

@@ -1,4 +1,5 @@
-"""The bottom toolbar: model and its state, context tokens used / budget, cwd, pid, approval policy.
+"""The bottom toolbar: model and its state, context tokens used / budget, cwd, pid, background jobs
+still running (when there are any), approval policy.
 
 It is redrawn about once a second while the prompt waits (so "loading" turns
 into "ready" by itself), so it only reads values the shell keeps at hand: the
@@ -27,6 +28,8 @@ def toolbar(shell: "Shell") -> list[tuple[str, str]]:
     else:
         context = f"{used}/{budget}" if budget else str(used)
     state_text = "unavailable" if state == "failed" else state
+    running = sum(not job.done for job, _events in list(shell.background.values()))
+    jobs = [("class:bottom-toolbar.key", "jobs "), ("class:bottom-toolbar", str(running)), sep] if running else []
     return [
         ("class:bottom-toolbar.key", " model "),
         ("class:bottom-toolbar", loader.name),
@@ -42,6 +45,7 @@ def toolbar(shell: "Shell") -> list[tuple[str, str]]:
         ("class:bottom-toolbar.key", "pid "),
         ("class:bottom-toolbar", str(shell.process.pid) if shell.process else "-"),
         sep,
+        *jobs,
         ("class:bottom-toolbar.key", "approve "),
         ("class:bottom-toolbar", shell.kernel.approve),
         ("class:bottom-toolbar", " "),
