@@ -84,7 +84,7 @@ class RunQueue:
         self._numbers = itertools.count(1)
         self._waiting: deque[Job] = deque()
         self._running: Job | None = None
-        self._jobs: list[Job] = []          # every job not yet forgotten, oldest first
+        self._jobs: list[Job] = []          # the jobs not yet ended, oldest first
         self._changed = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._serve, name="llmos-run-queue", daemon=True)
@@ -136,11 +136,9 @@ class RunQueue:
     # --- jobs -------------------------------------------------------------------------------
 
     def jobs(self) -> list[Job]:
+        """The jobs waiting or running, oldest first (an ended job is its submitter's to keep)."""
         with self._changed:
             return list(self._jobs)
-
-    def job(self, number: int) -> Job | None:
-        return next((job for job in self.jobs() if job.number == number), None)
 
     def job_of(self, pid: int) -> Job | None:
         """The unfinished job of process ``pid`` (the running one first), if it has one here."""
@@ -148,12 +146,6 @@ class RunQueue:
             if self._running is not None and self._running.pid == pid:
                 return self._running
             return next((job for job in self._waiting if job.pid == pid), None)
-
-    def forget(self, job: Job) -> None:
-        """Drop a finished job from :meth:`jobs` (its process stays in the process table)."""
-        with self._changed:
-            if job.done and job in self._jobs:
-                self._jobs.remove(job)
 
     def kill(self, pid: int) -> str | None:
         """Stop process ``pid``'s work here: "dequeued" (it had not started), "stopping" (it is
@@ -244,6 +236,9 @@ class RunQueue:
         job.result, job.error = result, error
         job.state = result.status if result is not None else "error"
         job.ended = time.perf_counter()
+        with self._changed:
+            if job in self._jobs:
+                self._jobs.remove(job)
         job.finished.set()
         if error is not None:
             job.future.set_exception(error)

@@ -269,7 +269,6 @@ class Shell:
             result: TurnResult = worker.follow(job, self.queue)
         finally:
             self.background.pop(job.number, None)
-            self.queue.forget(job)
         self.show_result(result)
         return result
 
@@ -299,7 +298,6 @@ class Shell:
             lines.append(f"error: {result.error}")
         self.notify("\n".join(lines), kind=None)
         self.background.pop(job.number, None)   # said once, as a shell says "Done"
-        self.queue.forget(job)
 
     def confirm(self, name: str, arguments: dict[str, Any]) -> bool:
         """Ask y/n before an irreversible syscall (main thread only)."""

@@ -444,7 +444,6 @@ def jobs_command(shell: "Shell", args: list[str]) -> None:
         table.append([f"[{number}]", state, str(job.pid), short(job.text, 60)])
         if job.done:
             shell.background.pop(number)
-            shell.queue.forget(job)
     if not table:
         shell.console.muted("no background jobs (a request ending in & runs in the background)")
         return
