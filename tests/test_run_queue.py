@@ -51,6 +51,16 @@ def status(system, pid: int) -> str:
     return system.fs.get_process(pid)["status"]
 
 
+def story_and_question(kernel, queue):
+    """Two processes: one streaming the long story, one queued behind it. Returns both processes,
+    both jobs and the story's tokens, once the story has started."""
+    story, question = kernel.spawn("story", drivers=[]), kernel.spawn("question", drivers=[])
+    events = Tokens()
+    jobs = queue.submit(story, "Tell me a long story", events=events), queue.submit(question, "And then?")
+    assert events.first.wait(10)
+    return (story, question), jobs, events
+
+
 def test_jobs_run_one_at_a_time_in_the_order_submitted(machine):
     system, kernel, queue = machine("first reply", "second reply", "third reply", token_delay=0.01)
     processes = [kernel.spawn(f"p{i}", drivers=[]) for i in range(3)]
@@ -73,11 +83,7 @@ def test_jobs_run_one_at_a_time_in_the_order_submitted(machine):
 
 def test_kill_stops_a_running_process_within_a_token_and_dequeues_a_waiting_one(machine):
     system, kernel, queue = machine(STORY, "never generated")
-    running, waiting = kernel.spawn("story", drivers=[]), kernel.spawn("next", drivers=[])
-    events = Tokens()
-    story = queue.submit(running, "Tell me a long story", events=events)
-    later = queue.submit(waiting, "And then?")
-    assert events.first.wait(10)
+    (running, waiting), (story, later), events = story_and_question(kernel, queue)
     time.sleep(0.2)
     assert queue.kill(waiting.pid) == "dequeued"
     killed_at = time.monotonic()
@@ -115,11 +121,7 @@ def test_a_kill_from_another_program_stops_the_process(machine, tmp_path):
 
 def test_cancel_takes_a_waiting_job_off_the_queue_at_once(machine):
     system, kernel, queue = machine(STORY, "never")
-    first, second = kernel.spawn("a", drivers=[]), kernel.spawn("b", drivers=[])
-    events = Tokens()
-    running = queue.submit(first, "story", events=events)
-    waiting = queue.submit(second, "question")
-    assert events.first.wait(10)
+    (_first, second), (running, waiting), _events = story_and_question(kernel, queue)
     assert queue.ahead_of(waiting) == 1
     queue.cancel(waiting)
     assert waiting.wait(0.5).status == "interrupted"
@@ -131,10 +133,7 @@ def test_cancel_takes_a_waiting_job_off_the_queue_at_once(machine):
 
 def test_close_kills_what_is_left(machine):
     system, kernel, queue = machine(STORY, "never")
-    first, second = kernel.spawn("a", drivers=[]), kernel.spawn("b", drivers=[])
-    events = Tokens()
-    jobs = [queue.submit(first, "story", events=events), queue.submit(second, "question")]
-    assert events.first.wait(10)
+    (first, second), jobs, _events = story_and_question(kernel, queue)
     queue.close()
     assert [job.wait(5).status for job in jobs] == ["killed", "killed"]
     assert [status(system, p.pid) for p in (first, second)] == ["killed", "killed"]
