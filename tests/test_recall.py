@@ -13,7 +13,7 @@ import pytest
 from llmos_shell.errors import UsageError
 from llmos_shell.kernel.grammar import write_calls
 from llmos_shell.kernel.loop import SYSTEM_PROMPT, Kernel
-from llmos_shell.kernel.memory import SUMMARY_CHARS, summarise, topic
+from llmos_shell.kernel.memory import EVICTION_CHARS, SUMMARY_CHARS, summarise, topic
 from llmos_shell.testing import FakeCpu, make_system
 
 FACT = "My locker code is 4817, please remember it for me later on today"
@@ -108,7 +108,7 @@ def test_one_big_eviction_is_clipped_and_counts_what_it_leaves_out():
     batch = [{"role": "user", "content": f"Question number {i} about the weather in town {i}"} for i in range(40)]
     batch += [{"role": "tool", "content": "a result"}, {"role": "user", "content": "   "}]
     text = summarise(batch)
-    assert len(text) <= SUMMARY_CHARS and text.startswith('"Question number 0 about')
+    assert len(text) <= EVICTION_CHARS and text.startswith('"Question number 0 about')
     shown = text.count('"') // 2
     assert text.endswith(f"; {40 - shown} more")
     assert topic("word " * 3) == "word word word" and topic("x" * 100).endswith("…")
@@ -247,14 +247,15 @@ def test_a_fact_from_turn_3_is_recalled_after_100_turns(tmp_path, default_cpu, f
         process = kernel.spawn("chat")
         hundred_turns(process.memory, default_cpu, kernel.max_tokens, fact)
         stated = next(m for m in system.fs.messages(process.pid) if m["content"] == fact)
-        assert stated["swapped"] and len(process.memory.summaries) >= 2
-        # the fact is gone from the context, summary included: only recall can bring it back
-        assert answer not in process.memory.render(default_cpu, tools=[])
+        assert stated["swapped"] and len(process.memory.summaries) >= 2   # several evictions
+        assert all(m["content"] != fact for m in process.memory.messages)   # out of the working set
 
         result = kernel.run(process, question, seed=0)
         assert result.status == "ok", result.error
         assert [r.name for r in result.syscalls] == ["recall"], result.plan
-        assert answer in result.output, (result.syscalls[0].arguments, result.output)
+        # the reply is what recall found in swap
+        assert answer in result.syscalls[0].result["found"], (result.syscalls[0].arguments, result.syscalls[0].result)
+        assert answer in result.output, result.output
     finally:
         system.unload_cpu()   # the session's CPU stays open
         system.close()

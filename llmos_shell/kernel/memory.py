@@ -26,11 +26,13 @@ MAX_TOOL_CHARS = 3000        # a syscall result longer than this is cut in the m
 LOW_WATER = 0.6              # after an eviction the prompt uses at most this share of the budget
 # Stands for the first message where the pinned region is cut from a rendered prompt.
 FIRST_MESSAGE = "\u27e6first message\u27e7"
-# The summaries of evictions: the words kept of each user message, and the characters kept of them all
-# (the oldest summaries go first). A few hundred characters: a hint of what went out, not a copy of it.
+# The summaries of evictions: the words kept of each user message, the characters of one eviction's
+# summary, and of them all (the oldest go first). A hint of what went out, not a copy of it: half the
+# total for one eviction keeps the topics of the last two or more.
 TOPIC_WORDS = 8
 TOPIC_CHARS = 60
 SUMMARY_CHARS = 400
+EVICTION_CHARS = SUMMARY_CHARS // 2
 # The syscall that looks up swapped messages (plugins/memory.py): named in the summary when the process has it.
 RECALL = "recall"
 
@@ -56,7 +58,7 @@ def topic(text: str) -> str:
     return shown + ("…" if len(shown) < len(" ".join(words)) else "")
 
 
-def summarise(evicted: list[dict[str, Any]], limit: int = SUMMARY_CHARS) -> str:
+def summarise(evicted: list[dict[str, Any]], limit: int = EVICTION_CHARS) -> str:
     """One eviction's summary: the topics of its user messages in order (each once), within ``limit``
     characters; those that do not fit are counted."""
     topics = list(dict.fromkeys(t for t in (topic(m["content"]) for m in evicted if m["role"] == "user") if t))
