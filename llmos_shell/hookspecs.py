@@ -197,7 +197,10 @@ def register_syscalls(register: Callable[..., None]) -> None:
     (``ctx.fs``, ``ctx.cpu``, ``ctx.pid``, ``ctx.cancel``) and is hidden from the model.
     ``capabilities`` are names from :data:`llmos_shell.syscalls.CAPABILITIES`
     (``reads_fs``, ``writes_fs``, ``irreversible``, ``uses_cpu``, ``audio_out``,
-    ``reads_host``, ``read_only``); the kernel's approval policy uses them.
+    ``reads_host``, ``read_only``); the kernel's approval policy uses them. ``reads_fs`` and
+    ``writes_fs`` also make it a file syscall, the kind the kernel offers when a request names a
+    file: a syscall that reads other stored data (``recall`` searches the conversation's
+    earlier messages) declares ``read_only`` instead.
 
     ``examples`` are a few requests as a user would type them that this syscall
     serves ("Translate 'good morning' into German"): the kernel's router compares

@@ -31,6 +31,7 @@ DEFAULT_PLUGINS = (
     "llmos_plugins.vision",
     "llmos_plugins.speech",
     "llmos_plugins.system",
+    "llmos_plugins.memory",
 )
 
 ENTRY_POINT_GROUP = "llmos_shell"
