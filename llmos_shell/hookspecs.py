@@ -208,7 +208,9 @@ def register_syscalls(register: Callable[..., None]) -> None:
     what of the result the user sees as the reply, the way a command prints its
     output: a key of a dict result (``"translation"``), ``"*"`` for the whole
     result, or None (the default) when the result is data the model answers from
-    (a file read to answer a question about it). ``timeout`` is how many seconds a
+    (a file read to answer a question about it). A result whose output field is
+    empty (None, "", []) has nothing to show: the model replies to the request as
+    if the syscall had not run (``recall`` that found nothing). ``timeout`` is how many seconds a
     call may take before the kernel cuts it off (None: the configured default).
     ``reads`` lists the kinds of file (MIME patterns: ``"image/*"``, ``"text/*"``,
     ``"inode/directory"``) that the syscall's ``path`` parameter takes: when a

@@ -69,8 +69,12 @@ def recall(ctx: SyscallContext, query: str) -> dict[str, Any]:
     rows.sort(key=lambda r: r["content"].rstrip().endswith("?"))   # stable: bm25 order within each
     matches = [{"role": r["role"], "seq": r["seq"], "said": _clip(r["content"])} for r in rows[:MAX_MATCHES]]
     if not matches:
-        found = f"Nothing about {query.strip()!r} was found in the earlier part of this conversation."
-    elif len(matches) == 1:
+        # Nothing to show: the kernel leaves the reply to the model, which still sees the messages
+        # in its context (a fact said a few turns ago), and answers a statement ("my code is 4817")
+        # as such.
+        return {"query": query, "matches": [], "found": None,
+                "note": f"Nothing about {query.strip()!r} was found in the earlier part of this conversation."}
+    if len(matches) == 1:
         found = f"Earlier {_SPEAKERS.get(matches[0]['role'], matches[0]['role'])}: \"{matches[0]['said']}\""
     else:
         found = "Earlier in this conversation:\n" + "\n".join(

@@ -162,8 +162,8 @@ def test_recall_says_clearly_when_nothing_was_found(system):
     process = Kernel(system).spawn("t")
     process.memory.add("user", "giraffes are tall")   # in the context, not swapped
     result = system.call("recall", {"query": "giraffes"}, pid=process.pid)
-    assert result["matches"] == []
-    assert result["found"] == "Nothing about 'giraffes' was found in the earlier part of this conversation."
+    assert result["matches"] == [] and result["found"] is None   # nothing for the user: the model replies
+    assert result["note"] == "Nothing about 'giraffes' was found in the earlier part of this conversation."
 
 
 @pytest.mark.parametrize("query", ["", "   ", "?!", '"', "AND(", "NEAR(", "*", '"locker', "locker AND(",
@@ -177,7 +177,7 @@ def test_a_bad_query_is_a_clear_error_or_no_match_never_a_crash(system, query):
     except UsageError as error:
         assert "\n" not in str(error) and str(error)
         return
-    assert isinstance(result["matches"], list) and result["found"]
+    assert isinstance(result["matches"], list) and (result["found"] or result["note"])
     if "locker" in query or "code" in query:
         assert result["matches"] and "4817" in result["found"]
 
@@ -259,3 +259,19 @@ def test_a_fact_from_turn_3_is_recalled_after_100_turns(tmp_path, default_cpu, f
     finally:
         system.unload_cpu()   # the session's CPU stays open
         system.close()
+
+
+def test_when_recall_finds_nothing_the_model_replies(system):
+    """A statement the router takes for a question about the past ("my locker code is 4817"), or a
+    question about what is still in the context: recall has nothing to show, so the model answers,
+    as if no syscall had run (its call stays in the audit log, not in what the model is shown)."""
+    kernel = Kernel(system, max_tokens=50)
+    process = kernel.spawn("t")
+    system.cpu.enqueue(write_calls([{"name": "recall", "arguments": {"query": "locker code"}}]),
+                       "Got it: your locker code is 4817.")
+    result = kernel.run(process, "My locker code is 4817.")
+    assert result.status == "ok", result.error
+    assert [(r.name, r.status) for r in result.syscalls] == [("recall", "ok")]
+    assert result.output == "Got it: your locker code is 4817."
+    reply_prompt = system.cpu.prompts[-1]
+    assert "recall" not in reply_prompt.split("<|system|>")[-1].split("\n<|user|>", 1)[-1]

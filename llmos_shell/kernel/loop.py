@@ -154,6 +154,12 @@ def shown(result: Any, output: str | None) -> str:
     return result_text(result)
 
 
+def _nothing_shown(result: Any, output: str) -> bool:
+    """A result whose declared output field is empty (None, "", []): nothing for the user to see,
+    so the model replies instead (see hookspecs: ``output``)."""
+    return isinstance(result, dict) and output in result and result[output] in (None, "", [], {})
+
+
 _NOT_CONTENT = frozenset("""the and for with from into onto this that these those what which when where who how
 are was were can could would should will you your yours our its it's not like such as any all also only than then
 give leave out instead file files folder path text there here have has had been them they their one some
@@ -417,13 +423,18 @@ class Kernel:
             # text from a tool is data: no chat-template control tokens go on to the next step
             piped = sanitise(shown(last.result, step.syscall.output) if step.syscall.output
                              else result_text(last.result))
+        output = process.table.get(last.name).output if last is not None else None
         if last is not None and last.status != "ok":
             turn.output = f"{last.name} failed: {last.error}"
-        elif last is not None and process.table.get(last.name).output:
+        elif output and not _nothing_shown(last.result, output):
             turn.output = sanitise(self._outputs(process, turn))  # shown, and kept in the context
         else:
             if last is None:   # a request the model answers itself
                 prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, tools=[])
+            elif output:       # the syscall had nothing to show (recall found nothing): as if it never ran
+                prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, tools=[],
+                                                      transient={"role": "user", "content": text},
+                                                      hide_last=len(process.memory.messages) - turn_start)
             else:
                 # A result the model answers a question from (a file read for "how many eggs?"). Small
                 # models lose a result behind call and tool turns ("I don't have any function results"):
