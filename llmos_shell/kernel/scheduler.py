@@ -218,8 +218,8 @@ class RunQueue:
                 result = job.work(job)
             else:
                 result = job.kernel.run(job.process, job.text, cancel=job.cancel, events=job.events, **job.options)
-        except BaseException as bug:  # the kernel recorded the process as failed; the waiter sees it raised
-            log.exception("process %s: the kernel failed", job.pid)
+        except BaseException as bug:  # the kernel recorded the process as failed; the waiter gets it
+            log.debug("process %s: the kernel failed", job.pid, exc_info=True)   # (raised, logged) by wait()
             error = bug
         if job.killed:   # what it did before it stopped stays in the result
             result = replace(result, status="killed", error="killed") if result else TurnResult(status="killed")

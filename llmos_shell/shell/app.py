@@ -289,6 +289,8 @@ class Shell:
         if entry is None or entry[1].attached:
             return   # a foreground request, or one `fg` is showing
         result = job.result
+        if job.error is not None:   # a bug: the traceback in the log, one line here
+            log.error("background job %s failed", job.number, exc_info=job.error)
         status = "done" if result is not None and result.status in ("ok", "tool_calls") else job.state
         lines = [f"[{job.number}] {status} · pid {job.pid} · {short(job.text, 60)}"]
         reply = entry[1].text().strip()
@@ -296,6 +298,9 @@ class Shell:
             lines.append(reply)
         if result is not None and result.error and result.status not in ("ok", "tool_calls", "killed"):
             lines.append(f"error: {result.error}")
+        elif job.error is not None:
+            lines.append(f"internal error: {type(job.error).__name__}: {job.error} "
+                         f"(details in {self.config.log_path})")
         self.notify("\n".join(lines), kind=None)
         self.background.pop(job.number, None)   # said once, as a shell says "Done"
 
