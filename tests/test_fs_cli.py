@@ -160,7 +160,8 @@ def test_ps_and_log(tmp_path):
         fs.set_process_status(task, "done")
     table = ok(run_llmos(tmp_path, "ps")).splitlines()
     assert table[0].split()[:3] == ["PID", "PARENT", "STATUS"]
-    assert table[2].split()[:5] == ["2", "1", "done", "1", "1"] and table[2].endswith("task report.md")
+    # PID PARENT STATUS CTX KV MSGS CALLS: no turn has run, so no context or KV figures yet
+    assert table[2].split()[:7] == ["2", "1", "done", "-", "-", "1", "1"] and table[2].endswith("task report.md")
     rows = [json.loads(line) for line in ok(run_llmos(tmp_path, "ps", "--json")).splitlines()]
     assert [(r["pid"], r["status"], r["messages"]) for r in rows] == [(1, "ready", 0), (2, "done", 1)]
 

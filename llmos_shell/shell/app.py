@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import sys
 import threading
 from typing import Any, TextIO
@@ -423,7 +424,12 @@ def run_shell(state) -> int:
     except LlmosError as error:
         print(f"llmos: error: {error}", file=sys.stderr)
         return error.exit_code
-    shell = Shell(system, script=None if sys.stdin.isatty() else sys.stdin)
+    interactive = sys.stdin.isatty()
+    if interactive and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # Started in the background by a non-interactive shell (`cmd &` ignores SIGINT), yet it has
+        # a terminal: Ctrl-C must still interrupt, as in any interactive shell.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    shell = Shell(system, script=None if interactive else sys.stdin)
     try:
         return shell.run()
     finally:
