@@ -420,6 +420,8 @@ class Kernel:
             last = turn.syscalls[-1]
             if last.status != "ok":
                 break
+            if step.syscall.output and _nothing_shown(last.result, step.syscall.output):
+                continue   # nothing found (recall): the next step reads what it would have read anyway
             # text from a tool is data: no chat-template control tokens go on to the next step
             piped = sanitise(shown(last.result, step.syscall.output) if step.syscall.output
                              else result_text(last.result))
@@ -468,7 +470,7 @@ class Kernel:
         if feeds and syscall.capabilities & {"writes_fs", "audio_out"} and syscall.input:
             before = feeds[-1]
             made = process.table.get(before.name)
-            if made.output:
+            if made.output and not _nothing_shown(before.result, made.output):
                 text = shown(before.result, made.output) + "\n\n" + text
         return text
 
