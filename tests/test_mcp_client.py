@@ -310,4 +310,5 @@ def test_the_kernel_asks_the_time_server_what_time_it_is_in_tokyo(home, default_
         # Chat still goes to the model alone.
         assert kernel.run(kernel.spawn("t"), "Hello!", seed=0).syscalls == []
     finally:
+        machine.unload_cpu()   # the session's CPU stays open for the tests after this one
         machine.close()

@@ -198,7 +198,7 @@ def test_requests_stream_and_ctrl_c_interrupts_generation(home, small_model):
     term.expect(REPLY_STARTS)
     term.ready()
     term.line("ps")
-    term.expect(r"\d\*\s+ok\s+smollm2")
+    term.expect(r"\d\*\s+ok\s+\d+\s+[\d.]+[BKM]\s+smollm2")   # context tokens and KV bytes, then the model
     assert term.exit() == 0
     assert stopped < 2.0, f"Ctrl-C took {stopped:.1f} s"
     transcript = term.transcript.read_text()
