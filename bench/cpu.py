@@ -1,8 +1,14 @@
-"""CPU speed: raw llama-cpp-python against LlamaCpu, same model, prompt and threads, in one run.
+"""CPU speed: LlamaCpu with its default settings against the best raw llama-cpp-python
+configuration that does not crash on this machine, same model and prompt, in one run.
 
-Prints one JSON object: prefill and decode tokens/s of each, and LlamaCpu / raw ratios
-(target >= 0.95). Rounds alternate between the two and the median is kept, since
-machines here are noisy.
+The raw configurations: ``stock`` (``Llama()`` as documented, extra weight buffers on: AMX or
+repacked blocks) and ``no-extra-buffers`` (``use_extra_bufts = False``). Each is first tried in a
+child process (a configuration that crashes, such as stock on an AMX CPU, is listed and skipped).
+Both use one thread per core; llmos picks its threads from the free cores.
+
+Prints one JSON object: prefill and decode tokens/s of each, and llmos / best-raw ratios
+(target >= 0.95). Rounds alternate who goes first and the median is kept, since machines here
+are noisy.
 
     python bench/cpu.py [--model NAME_OR_PATH] [--rounds 3] [--decode-tokens 128]
 """
@@ -18,7 +24,7 @@ import time
 import llama_cpp
 
 from llmos_shell.config import Config
-from llmos_shell.cpu import LlamaCpu
+from llmos_shell.cpu import LlamaCpu, hardware, probe
 from llmos_shell.cpu.models import resolve
 
 PROMPT_TEXT = ("The following is a detailed report on the history of the printing press, its spread across "
@@ -66,41 +72,53 @@ def main() -> None:
     resolved = resolve(Config.load(), args.model, progress=False)
     threads = os.cpu_count() or 1
     n_ctx = 2048
-    ours = LlamaCpu(resolved.path, name=resolved.name, n_ctx=n_ctx, max_ctx=n_ctx, n_threads=threads)
-    raw = llama_cpp.Llama(model_path=str(resolved.path), n_ctx=n_ctx, n_threads=threads,
-                          n_threads_batch=threads, use_mmap=True, verbose=False)
+    ours = LlamaCpu(resolved.path, name=resolved.name, n_ctx=n_ctx, max_ctx=n_ctx)
+    raws: dict[str, llama_cpp.Llama] = {}
+    crashed: dict[str, str] = {}
+    for label, extra in (("stock", True), ("no-extra-buffers", False)):
+        crash = probe.first_decode(str(resolved.path), extra)
+        if crash:
+            crashed[label] = crash
+            continue
+        with hardware.model_params(extra):
+            raws[label] = llama_cpp.Llama(model_path=str(resolved.path), n_ctx=n_ctx, n_threads=threads,
+                                          n_threads_batch=threads, use_mmap=True, verbose=False)
     prefill_prompt = ours.format_chat([{"role": "user", "content": PROMPT_TEXT + "\nSummarise this."}])
     decode_prompt = ours.format_chat([{"role": "user", "content": DECODE_REQUEST}])
     prefill_tokens = ours.tokenize(prefill_prompt)
     decode_tokens = ours.tokenize(decode_prompt)
 
-    results: dict[str, list[float]] = {"raw_prefill": [], "ours_prefill": [], "raw_decode": [], "ours_decode": []}
-    raw_prefill(raw, prefill_tokens)  # warm up both (page cache, thread pools)
+    results: dict[str, dict[str, list[float]]] = {who: {"prefill": [], "decode": []} for who in [*raws, "llmos"]}
+    for llm in raws.values():  # warm up every one (page cache, thread pools)
+        raw_prefill(llm, prefill_tokens)
     ours_prefill(ours, prefill_prompt, len(prefill_tokens))
     for round_ in range(args.rounds):
-        # Alternate which goes first, so neither always runs right after the other's work.
-        order = ("raw", "ours") if round_ % 2 == 0 else ("ours", "raw")
+        # Rotate who goes first, so none always runs right after another's work.
+        order = [*raws, "llmos"]
+        order = order[round_ % len(order):] + order[:round_ % len(order)]
         for who in order:
-            if who == "raw":
-                results["raw_prefill"].append(raw_prefill(raw, prefill_tokens))
-            else:
-                results["ours_prefill"].append(ours_prefill(ours, prefill_prompt, len(prefill_tokens)))
+            results[who]["prefill"].append(ours_prefill(ours, prefill_prompt, len(prefill_tokens)) if who == "llmos"
+                                           else raw_prefill(raws[who], prefill_tokens))
         for who in order:
-            if who == "raw":
-                results["raw_decode"].append(raw_decode(raw, decode_tokens, args.decode_tokens))
-            else:
-                results["ours_decode"].append(ours_decode(ours, decode_prompt, args.decode_tokens))
-    median = {key: statistics.median(values) for key, values in results.items()}
+            results[who]["decode"].append(ours_decode(ours, decode_prompt, args.decode_tokens) if who == "llmos"
+                                          else raw_decode(raws[who], decode_tokens, args.decode_tokens))
+    median = {who: {kind: statistics.median(values) for kind, values in kinds.items()}
+              for who, kinds in results.items()}
+    figures = {}
+    for kind in ("prefill", "decode"):
+        best = max(raws, key=lambda who: median[who][kind])
+        figures[f"{kind}_tok_s"] = {**{who: round(median[who][kind], 1) for who in raws},
+                                    "llmos": round(median["llmos"][kind], 1), "best_raw": best,
+                                    "ratio": round(median["llmos"][kind] / median[best][kind], 3)}
     print(json.dumps({
-        "model": resolved.name, "threads": threads, "prompt_tokens": len(prefill_tokens),
-        "decode_tokens": args.decode_tokens, "rounds": args.rounds,
-        "prefill_tok_s": {"raw": round(median["raw_prefill"], 1), "llmos": round(median["ours_prefill"], 1),
-                          "ratio": round(median["ours_prefill"] / median["raw_prefill"], 3)},
-        "decode_tok_s": {"raw": round(median["raw_decode"], 1), "llmos": round(median["ours_decode"], 1),
-                         "ratio": round(median["ours_decode"] / median["raw_decode"], 3)},
+        "model": resolved.name, "cpu_has_amx": hardware.has_amx(), "raw_threads": threads,
+        "llmos": {"threads": ours.n_threads, "extra_buffers": ours.extra_buffers},
+        "crashed": crashed, "prompt_tokens": len(prefill_tokens),
+        "decode_tokens": args.decode_tokens, "rounds": args.rounds, **figures,
     }))
     ours.close()
-    raw.close()
+    for llm in raws.values():
+        llm.close()
 
 
 if __name__ == "__main__":

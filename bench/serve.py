@@ -6,6 +6,11 @@ decoding and the same token limit, one at a time on a fresh server. Prints one J
 requests per second, p50/p95 latency and completion tokens for each, and llmos's ratios.
 
     python bench/serve.py [--model NAME] [--clients 8] [--requests 32] [--max-tokens 16]
+                          [--busy N] [--peer-threads T]
+
+``--busy N`` keeps N other programs spinning (``while True: pass``) through both measurements: a
+shared machine. llama_cpp.server gets ``--peer-threads`` threads (default: one per core; on a
+shared machine its best is the free cores); llmos runs with its default settings.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -81,14 +87,26 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--busy", type=int, default=0, help="spinning programs beside both servers")
+    parser.add_argument("--peer-threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        measure(args)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+
+
+def measure(args) -> None:
 
     config = Config.load(home=tempfile.mkdtemp(prefix="llmos-bench-serve-"), model=args.model)
     resolved = models.resolve(config, args.model, progress=False)
     n_ctx = min(resolved.context_length or config.max_ctx, config.max_ctx)  # what LlamaCpu allocates
     options = {"clients": args.clients, "requests": args.requests, "max_tokens": args.max_tokens}
-    report: dict = {"model": resolved.name, **options, "cores": os.cpu_count()}
-    with llama_server(resolved.path, n_ctx=n_ctx) as server:
+    report: dict = {"model": resolved.name, **options, "cores": os.cpu_count(), "busy": args.busy,
+                    "peer_threads": args.peer_threads}
+    with llama_server(resolved.path, n_ctx=n_ctx, threads=args.peer_threads) as server:
         served = httpx.get(server.url + "/v1/models").json()["data"][0]["id"]
         report["llama_cpp_server"] = load(server.url, served, system=True, **options)
     with llmos_serve(config.home, args.model) as server:

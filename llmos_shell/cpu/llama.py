@@ -16,7 +16,9 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable
 
+from llmos_shell.cpu import hardware, probe
 from llmos_shell.cpu.base import Cpu, Generation, GenerationStats, SequenceState
+from llmos_shell.cpu.sharing import MachineTurn, ThreadCount
 from llmos_shell.errors import BadModelFile, LlmosError
 
 log = logging.getLogger("llmos.cpu")
@@ -44,12 +46,16 @@ class LlamaCpu(Cpu):
         self.model_path = str(model_path)
         self.name = name or os.path.basename(self.model_path)
         self.sha256 = sha256
-        threads = n_threads or os.cpu_count() or 1
+        # n_threads fixes the count (LLMOS_THREADS); otherwise it follows the cores that are free
+        self._threads = ThreadCount(fixed=n_threads)
+        self._turn = MachineTurn()
+        self.n_threads: int | None = None   # set by the load
+        self.extra_buffers = self._safe_extra_buffers()
         self._requests: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._serve, name="llmos-cpu", daemon=True)
         loaded: Future = Future()
         self._worker.start()
-        self._requests.put((lambda _: self._load(n_ctx, max_ctx, threads, seed), loaded))
+        self._requests.put((lambda _: self._load(n_ctx, max_ctx, self._threads.prime(), seed), loaded, True))
         try:
             loaded.result()
         except BadModelFile:
@@ -57,15 +63,36 @@ class LlamaCpu(Cpu):
         except Exception as error:  # llama.cpp refused the file
             raise BadModelFile(f"{self.name}: llama.cpp could not load the model ({error})") from error
 
+    def _safe_extra_buffers(self) -> bool:
+        """The extra-buffer setting this model can decode with here, tried in a child process first
+        (see cpu/probe.py): a crash of llama.cpp is one line, never a bare signal."""
+        wanted = hardware.extra_buffers()
+        if not os.path.isfile(self.model_path):
+            return wanted   # the load says what is wrong
+        crash = probe.first_decode(self.model_path, wanted)
+        if crash is None:
+            return wanted
+        if wanted and probe.first_decode(self.model_path, False) is None:
+            log.warning("%s crashed (%s) with extra weight buffers on %s; loading without them",
+                        self.name, crash, hardware.describe())
+            return False
+        raise LlmosError(
+            f"llama.cpp crashed ({crash}) at the first decode of {self.name} on {hardware.describe()}; "
+            + ("try LLMOS_WEIGHT_REPACK=off, or rebuild llama-cpp-python with CMAKE_ARGS=-DGGML_NATIVE=OFF"
+               if wanted else "rebuild llama-cpp-python with CMAKE_ARGS=-DGGML_NATIVE=OFF")
+            + " (details in the log)")
+
     # everything below prefixed _w runs on the worker thread
     def _load(self, n_ctx: int | None, max_ctx: int, threads: int, seed: int) -> None:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.n_ctx = min(n_ctx or max_ctx, max_ctx)
-        self._llm = llama_cpp.Llama(
-            model_path=self.model_path, n_ctx=self.n_ctx, n_threads=threads, n_threads_batch=threads,
-            n_batch=512, use_mmap=True, seed=seed, verbose=False)
+        with hardware.model_params(self.extra_buffers):
+            self._llm = llama_cpp.Llama(
+                model_path=self.model_path, n_ctx=self.n_ctx, n_threads=threads, n_threads_batch=threads,
+                n_batch=512, use_mmap=True, seed=seed, verbose=False)
+        self.n_threads = threads
         meta = self._llm.metadata
         template = meta.get("tokenizer.chat_template")
         vocab = self._llm._model
@@ -75,24 +102,39 @@ class LlamaCpu(Cpu):
             if template else None
         self._add_bos = meta.get("tokenizer.ggml.add_bos_token", "false") == "true"
 
+    def _w_fit_threads(self) -> None:
+        """Use as many threads as there are free cores now (a llama.cpp context setting, no reload)."""
+        import llama_cpp
+
+        threads = self._threads.choose()
+        if getattr(self, "_llm", None) is not None and threads != self.n_threads:
+            llama_cpp.llama_set_n_threads(self._llm._ctx.ctx, threads, threads)
+            self.n_threads = threads
+
     def _serve(self) -> None:
         while True:
             item = self._requests.get()
             if item is _STOP:
+                self._turn.close()
                 return
-            function, future = item
+            function, future, compute = item
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                future.set_result(function(self))
+                if compute:   # model work: wait for this machine's turn, with threads that fit it
+                    with self._turn.held():
+                        self._w_fit_threads()
+                        future.set_result(function(self))
+                else:
+                    future.set_result(function(self))
             except BaseException as error:  # handed to the caller's thread
                 future.set_exception(error)
 
-    def _submit(self, function: Callable[["LlamaCpu"], Any]) -> Any:
+    def _submit(self, function: Callable[["LlamaCpu"], Any], compute: bool = True) -> Any:
         if not self._worker.is_alive():  # closed: say so rather than wait for a worker that is gone
             raise LlmosError(f"the CPU {self.name} is closed")
         future: Future = Future()
-        self._requests.put((function, future))
+        self._requests.put((function, future, compute))
         return future.result()
 
     # --- interface ----------------------------------------------------------------------
@@ -111,7 +153,7 @@ class LlamaCpu(Cpu):
         return tokens
 
     def tokenize(self, text: str) -> list[int]:
-        return self._submit(lambda cpu: cpu._w_tokenize(text))
+        return self._submit(lambda cpu: cpu._w_tokenize(text), compute=False)
 
     def format_chat(self, messages, tools=None) -> str:
         if self._formatter is None:  # no template in the file: a plain transcript
@@ -133,7 +175,7 @@ class LlamaCpu(Cpu):
                 pieces.put(None)  # the end, however it ended
 
         future: Future = Future()
-        self._requests.put((work, future))
+        self._requests.put((work, future, True))
         text: list[str] = []
         interrupted = False
         while True:
@@ -293,7 +335,7 @@ class LlamaCpu(Cpu):
 
     def cached_prefix(self, tokens) -> int:
         tokens = list(tokens)
-        return self._submit(lambda cpu: cpu._w_reusable(tokens, len(tokens)))
+        return self._submit(lambda cpu: cpu._w_reusable(tokens, len(tokens)), compute=False)
 
     def save_sequence_state(self, n_tokens: int | None = None) -> SequenceState | None:
         sha256 = self.model_sha256()
@@ -310,7 +352,7 @@ class LlamaCpu(Cpu):
 
             return int(llama_cpp.llama_state_seq_get_size(cpu._llm._ctx.ctx, 0)) if cpu._llm.n_tokens else 0
 
-        return self._submit(size)
+        return self._submit(size, compute=False)
 
     def prefill(self, tokens) -> int:
         tokens = list(tokens)
@@ -459,7 +501,7 @@ class LlamaCpu(Cpu):
                     llm.close()
                 cpu._llm = None
             try:
-                self._submit(release)
+                self._submit(release, compute=False)
             finally:
                 self._requests.put(_STOP)
                 self._worker.join(timeout=5)

