@@ -70,14 +70,15 @@ def _normal(path: str) -> str | None:
 def roles(request: str, exists: Callable[[str], bool]) -> Roles:
     """Which paths of ``request`` are destinations. ``exists(path)``: is there a file or folder there now?"""
     masked = QUOTED.sub(lambda m: "x" * len(m.group(0)), request)   # quoted text is data, not grammar
+    quoted = [m.span() for m in QUOTED.finditer(request)]
     starts = [0] + [m.end() for m in CLAUSE.finditer(masked)]
     paths: list[str] = []
     asked: set[str] = set()
     previous_end, previous_asked = None, False
     for match in PATH.finditer(request):
         path = _normal(match.group(0))
-        if path is None:
-            continue
+        if path is None or any(start <= match.start() < end for start, end in quoted):
+            continue   # a path inside quoted text is part of the text
         clause_start = max(s for s in starts if s <= match.start())
         if previous_end is not None and _LISTED.match(masked[previous_end:match.start()]):
             is_asked = previous_asked
