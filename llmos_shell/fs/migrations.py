@@ -227,7 +227,6 @@ def m010_versions(db: sqlite_utils.Database) -> None:
             undone REAL
         )""")
     db.execute("CREATE INDEX versions_path ON versions(path, id)")
-    db.execute("CREATE INDEX versions_request ON versions(request, id)")
     db.execute("CREATE INDEX versions_sha256 ON versions(sha256) WHERE sha256 IS NOT NULL")
     db.execute("CREATE TABLE versions_usage (id INTEGER PRIMARY KEY CHECK (id = 1), bytes INTEGER NOT NULL)")
     db.execute("INSERT INTO versions_usage (id, bytes) VALUES (1, 0)")

@@ -86,7 +86,7 @@ class VersionsMixin(Store):
             return
         params = tuple(params)
         actor = _ACTOR.get()
-        self.conn.execute(
+        added = self.conn.execute(
             "INSERT OR IGNORE INTO blobs (sha256, size, content) SELECT sha256, size, content FROM files "
             f"WHERE kind = 'file' AND sha256 IS NOT NULL AND {where} "
             "AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = files.sha256)", params)
@@ -94,7 +94,8 @@ class VersionsMixin(Store):
             "INSERT INTO versions (path, sha256, size, mime, change, pid, request, created) "
             f"SELECT path, sha256, size, mime, ?, ?, ?, ? FROM files WHERE kind = 'file' AND {where}",
             (change, actor and actor.pid, actor and actor.request, time.time(), *params))
-        self._within_budget()
+        if added.rowcount:   # only new content can take the versions over their budget
+            self._within_budget()
 
     def _created(self, paths: Iterable[str], change: str) -> None:
         """Note that ``change`` makes files at ``paths`` where there were none (undo removes them)."""
