@@ -310,3 +310,30 @@ def test_property_restoring_any_version_gives_back_its_exact_bytes(steps):
 @given(st.lists(st.tuples(ops, st.just("fs")), min_size=1, max_size=30), st.integers(0, 120))
 def test_property_the_budget_is_respected_and_the_newest_versions_stay(steps, budget):
     check_run(steps, budget)
+
+
+# --- the shell's undo ------------------------------------------------------------------------------
+
+def test_shell_undo_reverts_the_last_request_and_says_what(tmp_path):
+    import io
+
+    from llmos_shell.shell import Shell
+    from llmos_shell.testing import FakeCpu, make_system
+
+    system = make_system(tmp_path / "home", plugins=["llmos_plugins.files"], cpu=FakeCpu([]))
+    system.fs.write("/notes/todo.txt", "buy milk\n")   # before the shell: not its to undo
+    lines = ["write /notes/todo.txt call mum", "write /notes/new.txt hello",
+             'call write_file {"path": "/notes/todo.txt", "content": "by a syscall"}',
+             "undo", "cat /notes/todo.txt", "undo", "undo", "undo", "cat /notes/todo.txt"]
+    out = io.StringIO()
+    shell = Shell(system, script=io.StringIO("\n".join(lines) + "\n"), stream=out, approve="never")
+    try:
+        assert shell.run() == 0, out.getvalue()
+    finally:
+        system.close()
+    text = out.getvalue()
+    assert "restored /notes/todo.txt" in text and "removed /notes/new.txt (the request made it)" in text
+    first_undo, rest = text.split("restored /notes/todo.txt", 1)
+    assert "call mum" in rest.split("\n")[1]     # after the first undo: the shell's own write is back
+    assert "nothing to undo" in rest
+    assert text.rstrip().endswith("buy milk")   # after the next two: as before the shell

@@ -344,10 +344,9 @@ def rm_command(shell: "Shell", args: list[str]) -> None:
 
 @command("undo", group="files")
 def undo_command(shell: "Shell", args: list[str]) -> None:
-    """Revert every change to files the last request of this shell made (a request to the model, or
-    a command such as write, rm, mv); again, the one before it.
+    """Revert every change to files that this shell's last request made; again, the one before.
 
-    Each file goes back to what it held before that request; a file it made is removed. Nothing
+    A request is one line: a request to the model, or a command such as write, rm, mv. Each file goes back to what it held before that request; a file it made is removed. Nothing
     is lost: what the files held is kept as versions (`llmos fs versions PATH`).
     """
     need(args, 0, 0, "undo")
