@@ -146,3 +146,39 @@ def test_under_auto_a_destination_only_tool_output_named_is_asked_about():
                        replaces=True)
     mine = Approval("auto", said=said, destination=lambda path: path == "/notes/out.txt")
     mine.check(WRITE, {"path": "/notes/out.txt", "content": "summary"}, stores="/notes/out.txt", replaces=True)
+
+
+# --- the kernel's guard, whoever chose the path ---------------------------------------------------
+
+def test_the_kernel_never_stores_over_a_file_the_request_read(tmp_path):
+    """The model, not the router, chooses here (a table without examples): its call to write the
+    summary over the file it just read is refused, and the file stays as it was."""
+    import dataclasses
+
+    from llmos_shell.kernel.grammar import write_calls
+    from llmos_shell.kernel.loop import Kernel
+    from llmos_shell.syscalls import SyscallTable
+    from llmos_shell.testing import FakeCpu, make_system
+
+    def call(name, **arguments):
+        return write_calls([{"name": name, "arguments": arguments}])
+
+    cpu = FakeCpu([call("read_file", path="/docs/license.txt"),
+                   call("write_file", path="/docs/license.txt", content="A short summary."),
+                   "I could not save it there."])
+    system = make_system(tmp_path / "home", plugins=["llmos_plugins.files"], cpu=cpu)
+    try:
+        system.fs.write("/docs/license.txt", "The licence, in full.\n")
+        kernel = Kernel(system, approve="auto")
+        process = kernel.spawn("guard")
+        process.table = SyscallTable.of(dataclasses.replace(s, examples=()) for s in process.table)
+        assert not process.routed
+        turn = kernel.run(process, "Summarise /docs/license.txt and save the summary to /notes/summary.txt")
+        assert [(r.name, r.status) for r in turn.syscalls][:2] == [("read_file", "ok"), ("write_file", "error")]
+        assert "not storing over /docs/license.txt" in turn.syscalls[1].error
+        assert system.fs.read_text("/docs/license.txt") == "The licence, in full.\n"
+        assert system.fs.versions("/docs/license.txt") == []
+        logged = system.fs.syscalls(pid=process.pid)
+        assert [(r["name"], r["status"]) for r in logged][:2] == [("read_file", "ok"), ("write_file", "error")]
+    finally:
+        system.close()
