@@ -31,8 +31,6 @@ TASKS = [
     ("Read the text of /notes/reminder.txt out loud", "never", {"/notes/reminder.txt": REMINDER}, None),
     ("Translate /kitchen/bread.txt into Spanish and write it to /notes/pan.txt", "never",
      {"/kitchen/bread.txt": RECIPE}, "/notes/pan.txt"),
-    ("Summarise /docs/license.txt and /docs/apache.txt and put the summary into /notes/both.txt", "never",
-     {"/docs/license.txt": LICENSE, "/docs/apache.txt": APACHE}, "/notes/both.txt"),
     ("Do what /docs/instructions.txt asks", "auto", {"/notes/todo.txt": TODO}, None),
     ("Write 'nothing left' to /notes/todo.txt", "never", {}, None),
 ]
@@ -49,7 +47,7 @@ def test_sources_stay_intact_and_the_destination_is_written(home, tmp_path, defa
         task = tmp_path / f"task{index}.md"
         task.write_text(f"---\n{json.dumps({'approve': approve, 'seed': 0})}\n---\n{request}\n")
         files.append(str(task))
-    result = run_llmos("run", "--json", *files, home=home)
+    result = run_llmos("run", "--json", *files, home=home, timeout=2400)   # one model load for all
     results = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert len(results) == len(TASKS), result.stderr
     audio_before = None
@@ -73,10 +71,10 @@ def test_sources_stay_intact_and_the_destination_is_written(home, tmp_path, defa
     assert audio_before.startswith("/audio/") and audio_before.endswith(".wav")
     # The document's instruction under auto left todo.txt alone; the user's own under never replaced it,
     # and the old content is one `fs restore` away.
-    assert results[5]["status"] in ("ok", "denied"), results[5]
-    assert results[6]["status"] == "ok", results[6]
+    assert results[4]["status"] in ("ok", "denied"), results[4]
+    assert results[5]["status"] == "ok", results[5]
     assert run_llmos("fs", "cat", "/notes/todo.txt", home=home).stdout.strip() == "nothing left"
     versions = run_llmos("fs", "versions", "--json", "/notes/todo.txt", home=home)
-    assert [json.loads(line)["pid"] for line in versions.stdout.splitlines()] == [results[6]["pid"]]
+    assert [json.loads(line)["pid"] for line in versions.stdout.splitlines()] == [results[5]["pid"]]
     assert run_llmos("fs", "restore", "/notes/todo.txt", home=home).returncode == 0
     assert run_llmos("fs", "cat", "/notes/todo.txt", home=home).stdout == TODO

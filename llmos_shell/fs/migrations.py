@@ -206,7 +206,9 @@ def m010_versions(db: sqlite_utils.Database) -> None:
     # change: its content (a blob, NULL when no file was there: the change created it) and who made
     # the change (pid, and the request: a shell line, a task's turn, one `llmos fs` command), so a
     # request can be undone. Content is stored once per sha256; versions_usage counts the blobs'
-    # bytes (kept by triggers, so no write ever sums the table) against LLMOS_VERSIONS_MB.
+    # bytes (kept by triggers, so no write ever sums the table) against LLMOS_VERSIONS_MB. No foreign
+    # key from versions to blobs: its checks cost every write, and fs/versions.py deletes a blob only
+    # once no version refers to it (found through versions_sha256).
     db.execute("""
         CREATE TABLE blobs (
             sha256 TEXT PRIMARY KEY,
@@ -217,7 +219,7 @@ def m010_versions(db: sqlite_utils.Database) -> None:
         CREATE TABLE versions (
             id INTEGER PRIMARY KEY,
             path TEXT NOT NULL,
-            sha256 TEXT REFERENCES blobs(sha256),
+            sha256 TEXT,
             size INTEGER,
             mime TEXT,
             change TEXT NOT NULL,
