@@ -13,9 +13,12 @@ Measures, in a temporary directory:
 * FTS5 search latency (p50/p95) of :meth:`Filesystem.search_messages` over
   100,000 messages of a Zipf-distributed vocabulary, for typical words
   (vocabulary ranks 50-5000) and, separately, for the 10 most common words;
-* word grep latency over the written files.
+* word grep latency over the written files;
+* batched writes with versions kept against none kept (``versions_mb=0``), new files and
+  overwrites, in the same run.
 
-Targets (issue 4): batched writes >= 5,000/s, message search p50 <= 50 ms.
+Targets (issue 4): batched writes >= 5,000/s, message search p50 <= 50 ms; (issue 24) writes
+with versions >= 0.8x without.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from llmos_shell.fs import Filesystem  # noqa: E402
+from llmos_shell.fs.versions import acting  # noqa: E402
 
 TARGET_BATCHED_WRITES_PER_S = 5000
 TARGET_SEARCH_P50_MS = 50.0
+TARGET_VERSIONS_RATIO = 0.8   # issue 24: batched writes with versions kept, against none kept
 
 
 def vocabulary(rng: random.Random, size: int) -> list[str]:
@@ -125,6 +130,29 @@ def bench_file_writes(directory: Path, n_single: int, n_batch: int, rng: random.
     return results
 
 
+def bench_versions(directory: Path, n_batch: int, rng: random.Random) -> dict:
+    """Batched writes with versions kept (the default budget) and without (``versions_mb=0``), in the
+    same run: new files, then the same files overwritten (each overwrite keeps the old content)."""
+    payloads = [(f"/v/d{i % 100:02d}/file{i}.txt",
+                 f"file {i}: " + " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "omega"])
+                                         for _ in range(30)) + "\n") for i in range(n_batch)]
+    results: dict[str, float] = {}
+    for label, budget in (("without", 0), ("with", None)):
+        fs = Filesystem.open(directory / f"versions-{label}.db", versions_mb=budget)
+        for phase, suffix in (("new", ""), ("overwrite", " (changed)\n")):
+            started = time.perf_counter()
+            with acting(1), fs.transaction():   # as a request's writes: undoable, creations noted too
+                for path, text in payloads:
+                    fs.write(path, text + suffix)
+            results[f"{phase}_{label}_per_s"] = n_batch / (time.perf_counter() - started)
+        if budget is None:
+            results["kept_versions"] = fs.versions_usage()["versions"]
+        fs.close()
+    for phase in ("new", "overwrite"):
+        results[f"{phase}_ratio"] = results[f"{phase}_with_per_s"] / results[f"{phase}_without_per_s"]
+    return results
+
+
 def bench_message_search(directory: Path, n_messages: int, n_queries: int, rng: random.Random) -> dict:
     words = vocabulary(rng, 20000)
     weights = list(itertools.accumulate(1 / rank for rank in range(1, len(words) + 1)))
@@ -181,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="llmos-bench-fs-") as tmp:
         directory = Path(tmp)
         writes = bench_file_writes(directory, args.single, args.files, rng)
+        versions = bench_versions(directory, args.files, rng)
         search = bench_message_search(directory, args.messages, args.queries, rng)
     report = {
         "benchmark": "fs",
@@ -189,11 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews the figures
         "file_writes": {k: round(v, 3) if isinstance(v, float) else v for k, v in writes.items()},
         "message_search": {k: round(v, 3) if isinstance(v, float) else v for k, v in search.items()},
+        "versions": {k: round(v, 3) if isinstance(v, float) else v for k, v in versions.items()},
         "targets": {
             "batched_writes_per_s": TARGET_BATCHED_WRITES_PER_S,
             "search_p50_ms": TARGET_SEARCH_P50_MS,
+            "versions_ratio": TARGET_VERSIONS_RATIO,
             "met": writes["batched_per_s"] >= TARGET_BATCHED_WRITES_PER_S
-            and search["p50_ms"] <= TARGET_SEARCH_P50_MS,
+            and search["p50_ms"] <= TARGET_SEARCH_P50_MS
+            and min(versions["new_ratio"], versions["overwrite_ratio"]) >= TARGET_VERSIONS_RATIO,
         },
     }
     print(json.dumps(report))

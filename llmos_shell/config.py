@@ -38,6 +38,8 @@ class Config:
     snapshot_disk_mb: float = 2048.0
     # CPU threads for the model (LLMOS_THREADS); default: every core.
     threads: int | None = None
+    # Megabytes the old versions of files may take in llmos.db (LLMOS_VERSIONS_MB; 0 keeps none).
+    versions_mb: float = 256.0
 
     @classmethod
     def load(cls, home: str | Path | None = None, model: str | None = None,
@@ -53,6 +55,7 @@ class Config:
             snapshot_ram_mb=_number("LLMOS_SNAPSHOT_RAM_MB", 256.0),
             snapshot_disk_mb=_number("LLMOS_SNAPSHOT_DISK_MB", 2048.0),
             threads=int(_number("LLMOS_THREADS", 0, whole=True)) or None,
+            versions_mb=_number("LLMOS_VERSIONS_MB", 256.0),
         )
 
     @property

@@ -25,6 +25,8 @@ from typing import Any, Callable, Literal
 
 from llmos_shell import watchdog
 from llmos_shell.errors import Cancelled, Denied, LlmosError
+from llmos_shell.fs.paths import normalise
+from llmos_shell.fs.versions import acting
 from llmos_shell.hookspecs import Machine, SyscallCall, SyscallContext, hookimpl
 from llmos_shell.syscalls import Syscall, SyscallTable
 
@@ -46,10 +48,23 @@ class Approval:
     mode: Approve = "never"
     confirm: Callable[[Syscall, dict[str, Any]], bool] | None = None
     said: Callable[[dict[str, Any]], bool] | None = None
+    #: Did the user name this path as where to store? Replacing it is then what they asked for, and
+    #: no loss: its old version is kept (fs/versions.py). None: no path counts as named.
+    destination: Callable[[str], bool] | None = None
 
-    def check(self, syscall: Syscall, arguments: dict[str, Any]) -> None:
-        """Return if the call may run; raise Denied with the reason if not."""
-        if not syscall.irreversible:
+    def check(self, syscall: Syscall, arguments: dict[str, Any], *, stores: str | None = None,
+              replaces: bool = False) -> None:
+        """Return if the call may run; raise Denied with the reason if not.
+
+        ``stores``: the path the call writes to (see :func:`stored_path`); ``replaces``: a file is
+        there already. Replacing content counts as irreversible unless the user named that path as
+        the destination; under ``auto`` a destination that only tool output named is asked about."""
+        named = stores is not None and self.destination is not None and self.destination(stores)
+        risky = syscall.irreversible or (replaces and not named)
+        if (self.mode == "auto" and stores is not None and not named and self.said is not None
+                and not self.said({"path": stores})):
+            risky = True
+        if not risky:
             return
         if self.mode == "auto" and (self.said is None or self.said(arguments)):
             return
@@ -59,7 +74,9 @@ class Approval:
         if self.mode == "auto":
             reason += ": its arguments come from tool output, not from the request"
         elif self.mode == "never":
-            reason += ": it cannot be undone; --approve ask or auto lets it run"
+            what = f"it would replace {stores}, which the request does not name as where to store" \
+                if replaces and not syscall.irreversible else "it cannot be undone"
+            reason += f": {what}; --approve ask or auto lets it run"
         raise Denied(reason)
 
     def _confirmed(self, syscall: Syscall, arguments: dict[str, Any]) -> bool:
@@ -68,6 +85,20 @@ class Approval:
         except Exception:  # a prompt that breaks is a no, never a yes
             log.exception("approval prompt failed")
             return False
+
+
+def stored_path(syscall: Syscall, arguments: dict[str, Any], ctx: SyscallContext) -> tuple[str | None, bool]:
+    """The path a call stores to and whether a file is there already: the ``path`` of a syscall that
+    writes files (not one that deletes, nor an append). ``(None, False)`` for any other call."""
+    path = arguments.get("path")
+    if ("writes_fs" not in syscall.capabilities or syscall.irreversible or not isinstance(path, str)
+            or arguments.get("append") is True):
+        return None, False
+    try:
+        path = normalise(path)
+        return path, ctx.fs.exists(path) and not ctx.fs.is_dir(path)
+    except LlmosError:   # not a valid path (the driver says so), or a call with no filesystem
+        return None, False
 
 
 def one_line(error: BaseException) -> str:
@@ -95,8 +126,9 @@ class Gate:
         if isinstance(syscall, str):
             syscall = self.table.get(syscall)
         ctx = SyscallContext(machine=self.machine, pid=pid, cancel=cancel or threading.Event())
-        return self.pm.hook.call_syscall(call=SyscallCall(syscall=syscall, arguments=arguments, ctx=ctx,
-                                                          approval=approval or Approval()))
+        with acting(pid):   # the files it changes are one request's (or the caller's request's) changes
+            return self.pm.hook.call_syscall(call=SyscallCall(syscall=syscall, arguments=arguments, ctx=ctx,
+                                                              approval=approval or Approval()))
 
 
 class _Audit:
@@ -135,7 +167,8 @@ class _Checks:
     @hookimpl(wrapper=True, tryfirst=True)
     def call_syscall(self, call: SyscallCall):
         call.arguments = call.syscall.validate(call.arguments)
-        (call.approval or Approval()).check(call.syscall, call.arguments)
+        stores, replaces = stored_path(call.syscall, call.arguments, call.ctx)
+        (call.approval or Approval()).check(call.syscall, call.arguments, stores=stores, replaces=replaces)
         return (yield)
 
 

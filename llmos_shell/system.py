@@ -59,7 +59,7 @@ class System:
             from llmos_shell.fs import Filesystem
 
             self.config.ensure_home()
-            self._fs = Filesystem.open(self.config.db_path)
+            self._fs = Filesystem.open(self.config.db_path, versions_mb=self.config.versions_mb)
             self._startup()
         return self._fs
 
@@ -155,11 +155,15 @@ class System:
     # --- syscalls ---------------------------------------------------------------------
 
     def call(self, name: str, arguments: Any, *, approve: Approve = "never", confirm=None,
-             pid: int | None = None, cancel: threading.Event | None = None) -> Any:
+             pid: int | None = None, cancel: threading.Event | None = None, by_user: bool = False) -> Any:
         """One syscall with no model, through the gate the kernel's calls take: validated, the
         approval policy applied (``confirm(syscall, arguments) -> bool`` under ``ask``), run under
-        its time-out, and written to the audit log. Raises Denied when the policy refuses."""
-        return self.gate.call(name, arguments, approval=Approval(approve, confirm=confirm), pid=pid, cancel=cancel)
+        its time-out, and written to the audit log. Raises Denied when the policy refuses.
+
+        ``by_user``: a person typed these arguments (``llmos call``, the shell's ``call``), so the path
+        they give is where they asked to store; not so for another program's call (MCP)."""
+        approval = Approval(approve, confirm=confirm, destination=(lambda path: True) if by_user else None)
+        return self.gate.call(name, arguments, approval=approval, pid=pid, cancel=cancel)
 
     def driver_statuses(self) -> list[DriverStatus]:
         statuses: list[DriverStatus] = []

@@ -15,6 +15,7 @@ default). Zero means none (the call can still be cancelled).
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 import threading
@@ -70,7 +71,9 @@ def watch(function: Callable[[threading.Event], Any], *, name: str, timeout: flo
 
     if cancel is not None and cancel.is_set():  # cancelled before it began: it never runs
         raise Cancelled("cancelled")
-    worker = threading.Thread(target=target, name=f"llmos-syscall-{name}", daemon=True)
+    # in the caller's context: the request whose changes to files the call makes (fs/versions.py)
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(target,), name=f"llmos-syscall-{name}",
+                              daemon=True)
     deadline = None if timeout is None else time.monotonic() + timeout
     worker.start()
     try:

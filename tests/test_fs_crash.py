@@ -1,8 +1,8 @@
 """Crash safety: a writer killed with SIGKILL at random moments loses nothing it acknowledged.
 
-The child (tests/fs_helpers/crash_writer.py) writes files, appends and
-messages in a loop, printing an acknowledgement only after each commit. We
-kill it 50 times at random moments; after each kill the database passes
+The child (tests/fs_helpers/crash_writer.py) writes files, appends,
+replacements (whose old content must survive as a version) and messages in
+a loop, printing an acknowledgement only after each commit. We kill it 50 times at random moments; after each kill the database passes
 ``PRAGMA integrity_check`` and holds every acknowledged write. A reader in
 another connection runs the whole time and must never fail.
 """
@@ -101,6 +101,11 @@ def check(db: Path, acks: list[str]) -> None:
                 pid, seq, content = rest.split(" ", 2)
                 stored = {m["seq"]: m["content"] for m in fs.messages(int(pid))}
                 assert stored.get(int(seq)) == content, ack
+            elif kind == "OVER":   # a crash loses neither the old version nor the new content
+                path, old, new = rest.split(" ")
+                kept = {v["sha256"] for v in fs.versions(path)}
+                assert new == fs.stat(path)["sha256"] or new in kept, ack
+                assert old == "-" or old in kept, ack
             elif kind == "APPEND":
                 path, line = rest.split(" ", 1)
                 assert line in fs.read_text(path).splitlines(), ack

@@ -41,7 +41,7 @@ def call_command(state, syscall: str, arguments: str, as_json: bool, approve: st
                              default=False, err=True)
 
     try:
-        result = state.system.call(syscall, args, approve=approve, confirm=confirm)
+        result = state.system.call(syscall, args, approve=approve, confirm=confirm, by_user=True)
     except LlmosError:
         raise
     except Exception as error:  # the driver's failure, not llmos's: say so in one line

@@ -16,6 +16,7 @@ import click
 
 from llmos_shell.errors import UsageError
 from llmos_shell.format import human_size, when
+from llmos_shell.fs.versions import acting
 
 
 def _fs(state):
@@ -42,7 +43,8 @@ def _long_line(entry: dict[str, Any]) -> str:
 # --- llmos fs -------------------------------------------------------------------------------
 
 @click.group("fs")
-def fs_group() -> None:
+@click.pass_context
+def fs_group(ctx: click.Context) -> None:
     """The SQLite filesystem: files, folders, search, and copying to and from the host.
 
     Paths are absolute inside the filesystem ("/notes/a.txt"); relative ones
@@ -54,7 +56,11 @@ def fs_group() -> None:
       llmos fs grep quarterly /inputs
       llmos fs get /outputs ./results        # llmos -> host: ./results/outputs, or
                                              # ./results itself if it does not exist yet
+      llmos fs versions /notes/todo.txt      # earlier contents, kept by every change
+      llmos fs restore /notes/todo.txt       # the newest of them back (--version N)
     """
+    # one command, one request: what it changes is kept as its versions (fs/versions.py)
+    ctx.with_resource(acting())
 
 
 @fs_group.command("ls")
@@ -239,6 +245,44 @@ def fs_grep(state, pattern: str, path: str, regex: bool, ignore_case: bool, name
             click.echo(f"{match['path']}:{match['line']}:{match['text']}")
     if not matches:
         sys.exit(1)
+
+
+@fs_group.command("versions")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per version.")
+@click.pass_obj
+def fs_versions(state, path: str, as_json: bool) -> None:
+    """The kept earlier versions of a file (also of one deleted since), oldest first.
+
+    Each is the content PATH had until a change replaced it: a write, an append, a delete, a move
+    or copy over it, a restore or an undo; with the process (pid) that made that change.
+    `llmos fs restore PATH --version N` puts one back.
+    """
+    fs = _fs(state)
+    rows = fs.versions(path)
+    if as_json:
+        _echo_lines(rows)
+        return
+    if not rows:
+        raise UsageError(f"no earlier versions of {path}")
+    click.echo(f"{'VERSION':>7} {'SIZE':>8}  {'REPLACED':<19}  {'BY':<8} {'PID':>5}  {'MIME':<24} SHA256")
+    for row in rows:
+        click.echo(f"{row['version']:>7} {human_size(row['size']):>8}  {when(row['created'])}  {row['change']:<8} "
+                   f"{row['pid'] if row['pid'] is not None else '-':>5}  {(row['mime'] or '-')[:24]:<24} "
+                   f"{row['sha256'][:12]}")
+
+
+@fs_group.command("restore")
+@click.argument("path")
+@click.option("--version", "-v", "version", type=int, help="The version to put back (default: the newest).")
+@click.pass_obj
+def fs_restore(state, path: str, version: int | None) -> None:
+    """Put an earlier version of a file back (see `llmos fs versions PATH`).
+
+    Restoring is a change like any other: what the file holds now becomes a version too.
+    """
+    info = _fs(state).restore(path, version)
+    click.echo(f"restored {info['path']} ({human_size(info['size'])})")
 
 
 @fs_group.command("check")

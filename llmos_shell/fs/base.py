@@ -121,8 +121,11 @@ class Store:
     # --- opening ----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, *, synchronous: str = "NORMAL", timeout: float = 15.0):
+    def open(cls, path: str | Path, *, synchronous: str = "NORMAL", timeout: float = 15.0,
+             versions_mb: float | None = None):
         """Open (creating and migrating if needed) the database at ``path``.
+
+        ``versions_mb``: the budget of old versions of files (fs/versions.py; None: the default, 0: none kept).
 
         Raises :class:`CorruptDatabase` for a file that is not a sound SQLite
         database, and :class:`~llmos_shell.errors.FsError` for one written by a
@@ -152,6 +155,10 @@ class Store:
             raise translate_error(error, where) from error
         # Resolved, so that every program finds the same folder however it names the file.
         store = cls(conn, where, None if name == ":memory:" else Path(name).resolve().parent / "run")
+        if versions_mb is not None:
+            if not 0 <= versions_mb < float("inf"):
+                raise ValueError(f"bad versions budget {versions_mb!r}")
+            store.versions_bytes = int(versions_mb * (1 << 20))
         try:
             store.opened()
         except BaseException:

@@ -25,9 +25,10 @@ from typing import Any, Iterator
 
 from llmos_shell.errors import FsError, UsageError
 from llmos_shell.fs import mime as mimes
-from llmos_shell.fs.base import Store, op
+from llmos_shell.fs.base import op
 from llmos_shell.fs.paths import (ROOT, basename, glob_regex, is_within, join, normalise, parent,
                                   subtree_bounds)
+from llmos_shell.fs.versions import VersionsMixin
 
 #: Largest file the filesystem stores (SQLite's own limit is 1,000,000,000 bytes).
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -86,7 +87,7 @@ def _as_bytes(data: str | bytes | bytearray | memoryview) -> bytes:
     raise UsageError(f"can only write text or bytes, not {type(data).__name__}")
 
 
-class FilesMixin(Store):
+class FilesMixin(VersionsMixin):
     """File and directory operations (mixed into :class:`~llmos_shell.fs.Filesystem`)."""
 
     # --- lookups --------------------------------------------------------------------
@@ -280,7 +281,11 @@ class FilesMixin(Store):
         path = normalise(path)
         if path == ROOT:
             raise FsError("is a directory: /")
-        raw = _as_bytes(data)
+        return self._put(path, _as_bytes(data), append, mime, parents, "append" if append else "write")
+
+    def _put(self, path: str, raw: bytes, append: bool, mime: str | None, parents: bool,
+             change: str) -> dict[str, Any]:
+        """:meth:`write` of a normalised path, the previous content kept as a version made by ``change``."""
         parent_path = parent(path)
         with self._atomic():  # every check below comes before the first change
             found = {r["path"]: r for r in self._all(
@@ -308,7 +313,10 @@ class FilesMixin(Store):
                     " VALUES (?, ?, ?, 'file', ?, ?, ?, ?, ?, ?, ?)",
                     (path, parent_id, name, raw, int(is_text), kind_mime, len(raw), digest, now, now))
                 created = now
+                self._created([path], change)
             else:
+                # the content it replaces is kept (an unchanged file has nothing to keep)
+                self._keep("id = ? AND sha256 IS NOT ?", (row["id"], digest), change)
                 self.conn.execute(
                     "UPDATE files SET content = ?, is_text = ?, mime = ?, size = ?, sha256 = ?, modified = ? WHERE id = ?",
                     (raw, int(is_text), kind_mime, len(raw), digest, now, row["id"]))
@@ -342,6 +350,10 @@ class FilesMixin(Store):
         path = normalise(path)
         if path == ROOT:
             raise UsageError("refusing to remove /")
+        return self._remove(path, recursive, "delete")
+
+    def _remove(self, path: str, recursive: bool, change: str) -> int:
+        """:meth:`rm` of a normalised path, the content of every file removed kept as a version."""
         with self.transaction():
             row = self._require(path)
             if row["kind"] == "dir" and not recursive:
@@ -349,6 +361,7 @@ class FilesMixin(Store):
                     raise FsError(f"directory not empty: {path} (remove it recursively)")
             params = _subtree_params(path)
             count = self._value(f"SELECT count(*) FROM files WHERE {_SUBTREE}", params)
+            self._keep(_SUBTREE, params, change)
             self.conn.execute(f"DELETE FROM files WHERE {_SUBTREE}", params)
             return count
 
@@ -379,7 +392,10 @@ class FilesMixin(Store):
             if dst == src:
                 return stat_of(source)
             parent_id = self._ensure_dir(parent(dst), parents=False)
+            # kept: what was at the source paths, and a file the move replaces; noted: the paths it fills
+            self._keep(_SUBTREE, _subtree_params(src), "move")
             if target is not None:
+                self._keep("id = ?", (target["id"],), "move")
                 self.conn.execute("DELETE FROM files WHERE id = ?", (target["id"],))
             self.conn.execute("UPDATE files SET path = ?, name = ?, parent = ? WHERE id = ?",
                               (dst, basename(dst), parent_id, source["id"]))
@@ -387,7 +403,14 @@ class FilesMixin(Store):
                 low, high = subtree_bounds(src)
                 self.conn.execute("UPDATE files SET path = ? || substr(path, ?) WHERE path > ? AND path < ?",
                                   (dst, len(src) + 1, low, high))
+            if target is None:
+                self._created(self._file_paths(dst), "move")
             return stat_of(self._require(dst))
+
+    def _file_paths(self, path: str) -> list[str]:
+        """The paths of the files at or under ``path``."""
+        return [r[0] for r in self.conn.execute(f"SELECT path FROM files WHERE kind = 'file' AND {_SUBTREE}",
+                                                _subtree_params(path))]
 
     @op
     def cp(self, src: str, dst: str) -> dict[str, Any]:
@@ -403,6 +426,7 @@ class FilesMixin(Store):
             parent_id = self._ensure_dir(parent(dst), parents=False)
             now = time.time()
             if target is not None:  # a file over a file
+                self._keep("id = ? AND sha256 IS NOT ?", (target["id"], source["sha256"]), "copy")
                 self.conn.execute(
                     "UPDATE files SET (content, is_text, mime, size, sha256, modified) = "
                     "(SELECT content, is_text, mime, size, sha256, ? FROM files WHERE id = ?) WHERE id = ?",
@@ -416,6 +440,7 @@ class FilesMixin(Store):
                 for row in rows:  # parents sort before their children
                     new_ids[row["id"]] = self._copy_row(row["id"], dst + row["path"][len(src):],
                                                         new_ids[row["parent"]], now)
+            self._created(self._file_paths(dst), "copy")
             return stat_of(self._require(dst))
 
     def _copy_row(self, file_id: int, path: str, parent_id: int, now: float) -> int:

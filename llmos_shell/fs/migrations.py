@@ -200,6 +200,44 @@ def m009_process_usage(db: sqlite_utils.Database) -> None:
                "WHERE status IN ('running', 'ready', 'waiting')")
 
 
+@migration
+def m010_versions(db: sqlite_utils.Database) -> None:
+    # Old versions of files (fs/versions.py). A version is the state of a path just before one
+    # change: its content (a blob, NULL when no file was there: the change created it) and who made
+    # the change (pid, and the request: a shell line, a task's turn, one `llmos fs` command), so a
+    # request can be undone. Content is stored once per sha256; versions_usage counts the blobs'
+    # bytes (kept by triggers, so no write ever sums the table) against LLMOS_VERSIONS_MB. No foreign
+    # key from versions to blobs: its checks cost every write, and fs/versions.py deletes a blob only
+    # once no version refers to it (found through versions_sha256).
+    db.execute("""
+        CREATE TABLE blobs (
+            sha256 TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            content BLOB NOT NULL
+        )""")
+    db.execute("""
+        CREATE TABLE versions (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL,
+            sha256 TEXT,
+            size INTEGER,
+            mime TEXT,
+            change TEXT NOT NULL,
+            pid INTEGER,
+            request TEXT,
+            created REAL NOT NULL,
+            undone REAL
+        )""")
+    db.execute("CREATE INDEX versions_path ON versions(path, id)")
+    db.execute("CREATE INDEX versions_sha256 ON versions(sha256) WHERE sha256 IS NOT NULL")
+    db.execute("CREATE TABLE versions_usage (id INTEGER PRIMARY KEY CHECK (id = 1), bytes INTEGER NOT NULL)")
+    db.execute("INSERT INTO versions_usage (id, bytes) VALUES (1, 0)")
+    db.execute("CREATE TRIGGER blobs_added AFTER INSERT ON blobs BEGIN "
+               "UPDATE versions_usage SET bytes = bytes + new.size WHERE id = 1; END")
+    db.execute("CREATE TRIGGER blobs_removed AFTER DELETE ON blobs BEGIN "
+               "UPDATE versions_usage SET bytes = bytes - old.size WHERE id = 1; END")
+
+
 def known() -> list[str]:
     """The names of the migrations this code knows, in order."""
     return [function.__name__ for function in MIGRATIONS]

@@ -9,7 +9,8 @@ from llmos_shell.fs.records import RecordsMixin
 class Filesystem(FilesMixin, RecordsMixin):
     """The OS's disk: ``llmos.db``, opened with :meth:`Filesystem.open`.
 
-    Files and directories (:mod:`llmos_shell.fs.files`), the host bridge
+    Files and directories (:mod:`llmos_shell.fs.files`), their earlier versions
+    (:mod:`llmos_shell.fs.versions`), the host bridge
     (:mod:`llmos_shell.fs.host`), processes, messages, syscalls and snapshots
     (:mod:`llmos_shell.fs.records`), all in one WAL-mode database whose schema
     comes from :mod:`llmos_shell.fs.migrations`. Safe to share between threads

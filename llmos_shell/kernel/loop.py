@@ -32,6 +32,9 @@ from llmos_shell.cpu import GenerationStats
 from llmos_shell.errors import Cancelled, Denied, LlmosError
 from llmos_shell.gate import Approval, Approve, Gate, one_line
 from llmos_shell.kernel.grammar import CALL_OPEN, MAX_PARALLEL_CALLS, call_grammar, parse_call, write_calls
+from llmos_shell.fs.paths import normalise as normalise_path
+from llmos_shell.fs.versions import acting
+from llmos_shell.kernel.destinations import Roles, roles, store_choices
 from llmos_shell.kernel.grounding import Source, all_said, grounded, refines, repeats, without_inventions
 from llmos_shell.kernel.memory import Memory, sanitise
 from llmos_shell.kernel.process import Process
@@ -104,6 +107,8 @@ class TurnResult:
     timing: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     plan: list[str] | None = None     # the router's plan, for requests over the drivers
+    #: which paths the request reads and which it stores to (destinations.py), set as the turn starts
+    roles: Roles = field(default_factory=Roles, repr=False, compare=False)
 
     def count(self, stats: GenerationStats | None, kind: str) -> None:
         """Add one pass of the CPU: a ``decision`` (p(call), relevance), a ``call`` or a ``reply``."""
@@ -178,6 +183,30 @@ def _literal(request: str) -> str | None:
         return quoted[0][1:-1]
     match = LEAD_IN.match(request.strip())
     return sanitise(match.group(2).strip()) if match and not quoted else None
+
+
+def _stores(syscall: Syscall) -> bool:
+    """It keeps what it is given at a path (write_file, speak's WAV, a driver's output file)."""
+    return bool(syscall.capabilities & {"writes_fs", "audio_out"} and not syscall.irreversible
+                and "path" in syscall.parameters.get("properties", {}))
+
+
+def normalise_quietly(path: str) -> str | None:
+    try:
+        return normalise_path(path)
+    except LlmosError:
+        return None
+
+
+def _read_paths(process: Process, turn: TurnResult) -> set[str]:
+    """The files earlier steps of this turn read (the ``path`` of each successful call that does not store)."""
+    read = set()
+    for record in turn.syscalls:
+        path = record.arguments.get("path")
+        if record.status == "ok" and isinstance(path, str) and record.name in process.table \
+                and not _stores(process.table.get(record.name)):
+            read.add(normalise_quietly(path))
+    return read - {None}
 
 
 def _json(value: Any) -> str:
@@ -290,13 +319,18 @@ class Kernel:
     def run(self, process: Process, text: str, *, cancel: threading.Event | None = None,
             seed: int | None = None, temperature: float = 0.0, events: Events | None = None) -> TurnResult:
         """One user request: steps until a reply, a declared call, a denial, the step limit or a cancel."""
-        events = events or self.events
-        cancel = cancel or threading.Event()
+        with acting(process.pid):   # the files this request changes are one undoable request's
+            return self._run(process, text, cancel=cancel or threading.Event(), seed=seed,
+                             temperature=temperature, events=events or self.events)
+
+    def _run(self, process: Process, text: str, *, cancel: threading.Event, seed: int | None,
+             temperature: float, events: Events) -> TurnResult:
         turn = TurnResult(status="running")
         process.status = "running"
         self.machine.fs.set_process_status(process.pid, "running")
         process.memory.add("user", text, tokens=0)
         try:
+            turn.roles = self._roles(text)
             if process.routed:
                 self._run_plan(process, text, turn, seed, temperature, events, cancel)
                 return turn
@@ -402,6 +436,7 @@ class Kernel:
         reply: the last step's output where its syscall declares one, else the model's answer."""
         turn_start = len(process.memory.messages) - 1   # this turn's messages: the request onwards
         text = self._with_full_paths(text)
+        turn.roles = self._roles(text)
         plan = self.router.plan(text, process.table, self.kind_of)
         candidate = self.router.described_candidate(plan, process.table)
         if candidate is not None and self._would_call(process, candidate, turn):
@@ -484,6 +519,13 @@ class Kernel:
         fixed: dict[str, Any] = {}
         if "path" in properties:
             named = PATH.findall(request)
+            if path is None and _stores(syscall):
+                # never over a file an earlier step read, unless the request says to store there
+                named = store_choices(turn.roles, _read_paths(process, turn))
+                if not named and PATH.search(request) and "path" in required:
+                    raise LlmosError(f"{syscall.name}: the request names no file to store to besides "
+                                     f"{', '.join(turn.roles.paths)}, which it reads: say where "
+                                     "(\"... and save it to /notes/new.txt\")")
             if path is not None:
                 fixed["path"] = path
             elif len(named) == 1:
@@ -677,7 +719,7 @@ class Kernel:
                                                result=record.result, error=record.error, started=started,
                                                ms=record.ms)
             else:  # the gate validates, approves, runs and audits it
-                self._execute(process, syscall, record, events, cancel, request)
+                self._execute(process, syscall, record, events, cancel, request, turn)
                 record.ms = 1000 * (time.perf_counter() - clock)
             turn.syscalls.append(record)
             events.syscall_finished(record)
@@ -693,20 +735,35 @@ class Kernel:
             return True
         return False
 
-    def approval(self, syscall: Syscall, events: Events, request: str = "") -> Approval:
-        """The policy a call of ``syscall`` made for ``request`` runs under."""
+    def approval(self, syscall: Syscall, events: Events, request: str = "", roles: Roles | None = None) -> Approval:
+        """The policy a call of ``syscall`` made for ``request`` runs under. ``roles``: the request's
+        paths (destinations.py); replacing a destination it names is no loss (its old version is kept)."""
         def said(arguments: dict[str, Any]) -> bool:
             return all_said({"arguments": arguments}, syscall.parameters, Source([request]))
 
         # Text from tools is data: an irreversible call whose values the user never said (they came
         # from a file, OCR, a transcript) is asked about even under "auto".
-        return Approval(self.approve, confirm=events.approve, said=said if request else None)
+        return Approval(self.approve, confirm=events.approve, said=said if request else None,
+                        destination=roles.is_destination if roles is not None else None)
+
+    def _roles(self, request: str) -> Roles:
+        """The request's paths, and which of them it names as where to store (before any step runs)."""
+        return roles(request, lambda path: self.kind_of(path) is not None)
 
     def _execute(self, process: Process, syscall: Syscall, record: SyscallRecord, events: Events,
-                 cancel: threading.Event, request: str = "") -> None:
+                 cancel: threading.Event, request: str = "", turn: TurnResult | None = None) -> None:
+        path = record.arguments.get("path")
+        if (turn is not None and _stores(syscall) and isinstance(path, str) and not record.arguments.get("append")
+                and not turn.roles.is_asked(path) and normalise_quietly(path) in _read_paths(process, turn)):
+            record.status = "error"
+            record.error = (f"not storing over {path}: this request read it, and does not name it as where "
+                            "to store; store to another path")
+            self.machine.fs.record_syscall(process.pid, record.name, record.arguments, "error",
+                                           error=record.error, started=time.time(), ms=0.0)
+            return
         try:
             record.result = self.machine.gate.call(syscall, record.arguments,
-                                                   approval=self.approval(syscall, events, request),
+                                                   approval=self.approval(syscall, events, request, turn and turn.roles),
                                                    pid=process.pid, cancel=cancel)
             if isinstance(record.result, bytes):
                 record.result = result_text(record.result)

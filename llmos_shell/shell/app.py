@@ -28,6 +28,7 @@ from prompt_toolkit.output import DummyOutput
 from llmos_shell import __version__
 from llmos_shell.errors import Denied, LlmosError, UsageError
 from llmos_shell.fs.paths import ROOT, normalise
+from llmos_shell.fs.versions import acting
 from llmos_shell.gate import one_line
 from llmos_shell.kernel.loop import CALL_STARTS, Kernel, TurnResult
 from llmos_shell.kernel.scheduler import Job, RunQueue
@@ -62,6 +63,7 @@ class Shell:
         self.running = True
         self.context_tokens: int | None = None
         self.process = None
+        self.pids: set[int] = set()   # this session's processes: whose changes `undo` reverts
         self.kernel = Kernel(system, approve=approve)
         self._queue: RunQueue | None = None
         self.background: dict[int, tuple[Job, JobEvents]] = {}   # `&` requests by job number
@@ -111,6 +113,7 @@ class Shell:
         if self.process is not None and self.process.status not in ("running",):
             self.kernel.finish(self.process, "done")
         self.process = self.kernel.spawn("shell")
+        self.pids.add(self.process.pid)
         self.context_tokens = None
         self._count_context()
 
@@ -173,7 +176,8 @@ class Shell:
         if not text:
             return
         try:
-            self.dispatch(text)
+            with acting(self.process.pid if self.process is not None else None):   # one line, one request
+                self.dispatch(text)
         except LlmosError as error:
             log.info("command failed: %s", error, exc_info=log.isEnabledFor(logging.DEBUG))
             self.failures += 1
@@ -256,6 +260,7 @@ class Shell:
         the prompt comes back at once, and a line says when it is done."""
         self.ensure_model()
         process = self.kernel.spawn(f"& {short(text, 40)}")
+        self.pids.add(process.pid)
         events = JobEvents()
         job = self.queue.submit(process, text, events=events)
         self.background[job.number] = (job, events)
@@ -331,7 +336,7 @@ class Shell:
         try:
             result = worker.run(lambda: self.system.call(name, arguments, approve=self.kernel.approve,
                                                          confirm=confirm, pid=self.process.pid,
-                                                         cancel=worker.cancel))
+                                                         cancel=worker.cancel, by_user=True))
         except Denied as error:
             self.console.warning(f"denied: {error}")
             return None

@@ -342,6 +342,27 @@ def rm_command(shell: "Shell", args: list[str]) -> None:
         shell.fs.rm(shell.path(target), recursive=bool(options.get("r")))
 
 
+@command("undo", group="files")
+def undo_command(shell: "Shell", args: list[str]) -> None:
+    """Revert every change to files that this shell's last request made; again, the one before.
+
+    A request is one line: a request to the model, or a command such as write, rm, mv. Each file goes back to what it held before that request; a file it made is removed. Nothing
+    is lost: what the files held is kept as versions (`llmos fs versions PATH`).
+    """
+    need(args, 0, 0, "undo")
+    undone = shell.fs.undo(pids=shell.pids)
+    if undone is None:
+        shell.console.line("nothing to undo")
+        return
+    if not undone["reverted"]:
+        shell.console.line("the last request's changes were already reverted")
+    for change in undone["reverted"]:
+        if change["action"] == "removed":
+            shell.console.line(f"removed {change['path']} (the request made it)")
+        else:
+            shell.console.line(f"restored {change['path']} ({human_size(change['size'])}, as before the request)")
+
+
 @command("mkdir", "PATH...", complete=("dir",), group="files")
 def mkdir_command(shell: "Shell", args: list[str]) -> None:
     """Create directories, with their parents (like mkdir -p)."""

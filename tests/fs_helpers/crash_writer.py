@@ -8,6 +8,7 @@ only after the write's transaction has committed:
     FILE path sha256
     MSG pid seq content
     APPEND path line
+    OVER path old-sha256 new-sha256    (a file replaced: its old content must be a version)
 
 The parent kills this process with SIGKILL at a random moment and checks that
 every acknowledged write is in the database.
@@ -56,6 +57,13 @@ def main() -> None:
                 seq = fs.add_message(pid, "tool", content)
                 acks.append(f"MSG {pid} {seq} {content}")
             # acknowledged only now, after the commit
+        elif choice < 0.93:
+            # a file replaced again and again: each replaced content must be kept as a version
+            path = f"{base}/v{rng.randrange(3)}.txt"
+            old = fs.stat(path)["sha256"] if fs.exists(path) else "-"
+            data = rng.randbytes(rng.randrange(1, 5000))
+            fs.write(path, data)
+            acks = [f"OVER {path} {old} {hashlib.sha256(data).hexdigest()}"]
         else:
             path = f"{base}/log.txt"
             fs.write(path, f"line {i}\n", append=True)

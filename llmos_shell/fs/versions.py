@@ -1,0 +1,227 @@
+"""Old versions of files: every change to a file's content keeps what it replaced.
+
+:mod:`llmos_shell.fs.files` calls :meth:`VersionsMixin._keep` (and
+:meth:`VersionsMixin._created`) inside the transaction of each change, so a
+write, an append, a delete, ``rm -r``, and ``mv``/``cp`` over a file all keep
+the previous content, whoever asks (a syscall, a shell command, ``llmos fs``,
+MCP, serve), and a crash loses neither the old version nor the new.
+
+A version is the state of one path just before one change: its content (a row
+of ``blobs``, stored once per sha256), or no content when the change created
+the file. Each records who made the change: the process (pid) and the request,
+an id shared by every change one request makes (a shell line, a task's turn,
+one ``llmos fs`` command), set with :func:`acting`. That is what :meth:`undo`
+reverts.
+
+The blobs live within a byte budget (``LLMOS_VERSIONS_MB``, 256 by default):
+after each change that adds one, the oldest versions go until the blobs fit.
+A budget of 0 keeps no versions at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from llmos_shell.errors import FsError
+from llmos_shell.fs.base import Store, op
+from llmos_shell.fs.paths import normalise
+
+log = logging.getLogger("llmos.fs")
+
+DEFAULT_VERSIONS_MB = 256.0
+MEGABYTE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is changing files: a process (None for a command with no process) and one request of it."""
+
+    pid: int | None
+    request: str
+
+
+_ACTOR: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("llmos_actor", default=None)
+
+
+@contextlib.contextmanager
+def acting(pid: int | None = None) -> Iterator[Actor]:
+    """Changes made inside (in this thread, and in syscall threads started from it) belong to one
+    request of process ``pid``. Nested, it joins the request already open for the same process."""
+    current = _ACTOR.get()
+    if current is not None and (pid is None or current.pid == pid):
+        yield current
+        return
+    token = _ACTOR.set(Actor(pid if pid is not None else getattr(current, "pid", None), uuid.uuid4().hex[:16]))
+    try:
+        yield _ACTOR.get()
+    finally:
+        _ACTOR.reset(token)
+
+
+def current_actor() -> Actor | None:
+    return _ACTOR.get()
+
+
+_VERSION_COLUMNS = "id AS version, path, sha256, size, mime, change, pid, request, created, undone"
+
+
+class VersionsMixin(Store):
+    """Versions of files (mixed into :class:`~llmos_shell.fs.Filesystem`)."""
+
+    #: Most bytes the old versions' content may take; 0 keeps none. Set by :meth:`Store.open`.
+    versions_bytes: int = int(DEFAULT_VERSIONS_MB * MEGABYTE)
+
+    # --- kept by every change (called inside the change's transaction) --------------------
+
+    def _keep(self, where: str, params: Iterable[Any], change: str) -> None:
+        """Keep the content of the files matching ``where`` (a condition on ``files``), about to be
+        replaced or removed by ``change``."""
+        if not self.versions_bytes:
+            return
+        params = tuple(params)
+        actor = _ACTOR.get()
+        added = self.conn.execute(
+            "INSERT OR IGNORE INTO blobs (sha256, size, content) SELECT sha256, size, content FROM files "
+            f"WHERE kind = 'file' AND sha256 IS NOT NULL AND {where} "
+            "AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = files.sha256)", params)
+        self.conn.execute(
+            "INSERT INTO versions (path, sha256, size, mime, change, pid, request, created) "
+            f"SELECT path, sha256, size, mime, ?, ?, ?, ? FROM files WHERE kind = 'file' AND {where}",
+            (change, actor and actor.pid, actor and actor.request, time.time(), *params))
+        if added.rowcount:   # only new content can take the versions over their budget
+            self._within_budget()
+
+    def _created(self, paths: Iterable[str], change: str) -> None:
+        """Note that ``change`` makes files at ``paths`` where there were none (undo removes them)."""
+        if not self.versions_bytes:
+            return
+        actor = _ACTOR.get()
+        if actor is None:   # nothing to undo them with: a change outside any request
+            return
+        now = time.time()
+        self.conn.executemany(
+            "INSERT INTO versions (path, change, pid, request, created) VALUES (?, ?, ?, ?, ?)",
+            [(path, change, actor.pid, actor.request, now) for path in paths])
+
+    def _within_budget(self) -> None:
+        """Drop the oldest versions until their content fits the budget (never over it)."""
+        used = self._value("SELECT bytes FROM versions_usage WHERE id = 1") or 0
+        if used <= self.versions_bytes:
+            return
+        dropped = 0
+        last_id = 0
+        while used > self.versions_bytes:
+            rows = self._all("SELECT id, sha256 FROM versions WHERE sha256 IS NOT NULL AND id > ? "
+                             "ORDER BY id LIMIT 64", (last_id,))
+            if not rows:
+                break
+            for row in rows:
+                last_id = row["id"]
+                self.conn.execute("DELETE FROM versions WHERE id = ?", (row["id"],))
+                self.conn.execute("DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS "
+                                  "(SELECT 1 FROM versions WHERE sha256 = ?)", (row["sha256"], row["sha256"]))
+                dropped += 1
+                used = self._value("SELECT bytes FROM versions_usage WHERE id = 1") or 0
+                if used <= self.versions_bytes:
+                    break
+        # what older requests created cannot be undone whole any more: those notes go too
+        self.conn.execute("DELETE FROM versions WHERE sha256 IS NULL AND id < ?", (last_id,))
+        log.info("versions over budget (%d bytes): dropped the %d oldest", self.versions_bytes, dropped)
+
+    # --- reading them ------------------------------------------------------------------------
+
+    @op
+    def versions(self, path: str) -> list[dict[str, Any]]:
+        """The kept versions of ``path``, oldest first: ``version`` (its number for :meth:`restore`),
+        ``size``, ``mime``, ``sha256``, ``change`` (what replaced it: write, append, delete, move,
+        copy, restore, undo), ``pid`` and ``request`` of that change, ``created`` (when)."""
+        return self._all(f"SELECT {_VERSION_COLUMNS} FROM versions WHERE path = ? AND sha256 IS NOT NULL "
+                         "ORDER BY id", (normalise(path),))
+
+    @op
+    def version_content(self, path: str, version: int | None = None) -> bytes:
+        """The content of a kept version of ``path`` (the newest if ``version`` is None)."""
+        return bytes(self._version(normalise(path), version)["content"])
+
+    def _version(self, path: str, version: int | None) -> dict[str, Any]:
+        if version is None:
+            row = self._one("SELECT v.id, v.mime, b.content FROM versions v JOIN blobs b ON b.sha256 = v.sha256 "
+                            "WHERE v.path = ? ORDER BY v.id DESC LIMIT 1", (path,))
+            if row is None:
+                raise FsError(f"no earlier versions of {path}")
+        else:
+            row = self._one("SELECT v.id, v.mime, b.content FROM versions v JOIN blobs b ON b.sha256 = v.sha256 "
+                            "WHERE v.path = ? AND v.id = ?", (path, version))
+            if row is None:
+                raise FsError(f"no version {version} of {path} (`llmos fs versions {path}` lists them)")
+        return row
+
+    @op
+    def versions_usage(self) -> dict[str, int]:
+        """``bytes`` the kept content takes, ``budget``, ``versions`` kept (with content)."""
+        return {"bytes": self._value("SELECT bytes FROM versions_usage WHERE id = 1") or 0,
+                "budget": self.versions_bytes,
+                "versions": self._value("SELECT count(*) FROM versions WHERE sha256 IS NOT NULL")}
+
+    # --- going back ----------------------------------------------------------------------------
+
+    @op
+    def restore(self, path: str, version: int | None = None) -> dict[str, Any]:
+        """Put a kept version of ``path`` back (the newest if ``version`` is None), as a change of its
+        own: what the file holds now is kept too. Returns the file's :meth:`stat`."""
+        path = normalise(path)
+        with self.transaction():
+            row = self._version(path, version)
+            return self._put(path, bytes(row["content"]), False, row["mime"], True, "restore")
+
+    @op
+    def undo(self, pids: Iterable[int] | None = None) -> dict[str, Any] | None:
+        """Revert every change of the last request (of one of ``pids``, if given) not undone yet:
+        each path it touched goes back to what it was before, a file it made is removed.
+
+        Returns ``{"request", "pid", "reverted": [{"path", "action": "restored"|"removed", "size"}]}``,
+        or None when there is nothing to undo. The undo is a change too (kept, never undone itself)."""
+        scope, params = "", ()
+        if pids is not None:
+            pids = [int(p) for p in pids]
+            if not pids:
+                return None
+            scope, params = f" AND pid IN ({','.join('?' * len(pids))})", tuple(pids)
+        with self.transaction():
+            last = self._one("SELECT request, pid FROM versions WHERE request IS NOT NULL AND undone IS NULL "
+                             f"AND change != 'undo'{scope} ORDER BY id DESC LIMIT 1", params)
+            if last is None:
+                return None
+            rows = self._all("SELECT v.path, v.sha256, v.mime, b.content FROM versions v "
+                             "LEFT JOIN blobs b ON b.sha256 = v.sha256 WHERE v.request = ? ORDER BY v.id",
+                             (last["request"],))
+            before: dict[str, dict[str, Any]] = {}
+            for row in rows:          # the first version of each path: its state before the request
+                before.setdefault(row["path"], row)
+            reverted = []
+            with acting(last["pid"]):
+                for path, row in before.items():
+                    exists = self._value("SELECT kind FROM files WHERE path = ?", (path,))
+                    if row["sha256"] is None:
+                        if exists == "file":
+                            self._remove(path, False, "undo")
+                            reverted.append({"path": path, "action": "removed", "size": 0})
+                    elif exists != "dir":
+                        info = self._put(path, bytes(row["content"]), False, row["mime"], True, "undo")
+                        reverted.append({"path": path, "action": "restored", "size": info["size"]})
+            self.conn.execute("UPDATE versions SET undone = ? WHERE request = ?", (time.time(), last["request"]))
+        return {"request": last["request"], "pid": last["pid"], "reverted": reverted}
+
+    # provided by FilesMixin
+    def _put(self, path: str, raw: bytes, append: bool, mime: str | None, parents: bool,
+             change: str) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _remove(self, path: str, recursive: bool, change: str) -> int:  # pragma: no cover
+        raise NotImplementedError
