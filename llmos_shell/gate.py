@@ -53,6 +53,8 @@ class Approval:
     mode: Approve = "never"
     confirm: Callable[[Syscall, dict[str, Any]], bool] | None = None
     said: Callable[[dict[str, Any]], bool] | None = None
+    # what a denial under ``never`` tells the user to do (the face's own option)
+    advice: str = "--approve ask or auto lets it run"
 
     def check(self, syscall: Syscall, arguments: dict[str, Any]) -> None:
         """Return if the call may run; raise Denied with the reason if not."""
@@ -66,7 +68,7 @@ class Approval:
         if self.mode == "auto":
             reason += ": its arguments come from tool output, not from the request"
         elif self.mode == "never":
-            reason += ": it cannot be undone; --approve ask or auto lets it run"
+            reason += f": it cannot be undone; {self.advice}"
         raise Denied(reason)
 
     def _confirmed(self, syscall: Syscall, arguments: dict[str, Any]) -> bool:

@@ -155,11 +155,14 @@ class System:
     # --- syscalls ---------------------------------------------------------------------
 
     def call(self, name: str, arguments: Any, *, approve: Approve = "never", confirm=None,
-             pid: int | None = None, cancel: threading.Event | None = None) -> Any:
+             pid: int | None = None, cancel: threading.Event | None = None, advice: str | None = None) -> Any:
         """One syscall with no model, through the gate the kernel's calls take: validated, the
         approval policy applied (``confirm(syscall, arguments) -> bool`` under ``ask``), run under
-        its time-out, and written to the audit log. Raises Denied when the policy refuses."""
-        return self.gate.call(name, arguments, approval=Approval(approve, confirm=confirm), pid=pid, cancel=cancel)
+        its time-out, and written to the audit log. Raises Denied when the policy refuses
+        (``advice``: what its message tells the user to do instead of the CLI's --approve)."""
+        approval = Approval(approve, confirm=confirm) if advice is None else \
+            Approval(approve, confirm=confirm, advice=advice)
+        return self.gate.call(name, arguments, approval=approval, pid=pid, cancel=cancel)
 
     def driver_statuses(self) -> list[DriverStatus]:
         statuses: list[DriverStatus] = []

@@ -228,6 +228,7 @@ class Kernel:
         # is decoded under: they shape the reply only, never a call.
         self.stop = tuple(stop)
         self.reply_grammar = reply_grammar
+        self.advice: str | None = None   # what a denial says to do, where the CLI's --approve is not the way
         self._router: Router | None = None
 
     @property
@@ -710,7 +711,10 @@ class Kernel:
 
         # Text from tools is data: an irreversible call whose values the user never said (they came
         # from a file, OCR, a transcript) is asked about even under "auto".
-        return Approval(self.approve, confirm=events.approve, said=said if request else None)
+        approval = Approval(self.approve, confirm=events.approve, said=said if request else None)
+        if self.advice:
+            approval.advice = self.advice
+        return approval
 
     def _execute(self, process: Process, syscall: Syscall, record: SyscallRecord, events: Events,
                  cancel: threading.Event, request: str = "") -> None:
