@@ -45,6 +45,11 @@ def openai_error(status: int, message: str, code: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
 
 
+def jsonrpc_error(status: int, message: str, code: str) -> dict[str, Any]:
+    """The MCP face's shape: a JSON-RPC error with no id (-32600, invalid request)."""
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message, "data": {"http": code}}}
+
+
 def allowed_hosts(host: str) -> tuple[set[str], bool]:
     """The ``Host`` names a server listening on ``host`` answers to, and whether any IP literal is fine
     too (a server on every interface is reached by any of the machine's addresses)."""

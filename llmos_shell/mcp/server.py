@@ -251,6 +251,10 @@ def serve_http(system, port: int, *, approve: str = "never", ask: bool = True, h
     import click
     import uvicorn
 
+    from llmos_shell import web
+
     app = LlmosMcp(system, approve=approve, ask=ask).build().streamable_http_app(host=host)
+    # the checks llmos serve makes (foreign Host or Origin, not JSON, too large), before the SDK's own
+    app = web.Guard(app, web.Policy.listening_on(host, port), error_body=web.jsonrpc_error)
     click.echo(f"llmos: MCP server on http://{host}:{port}/mcp (approve: {approve}); Ctrl-C stops it", err=True)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
