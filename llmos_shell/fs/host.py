@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from llmos_shell.errors import FsError, UsageError
 from llmos_shell.format import printable
-from llmos_shell.fs.paths import ROOT, basename, join, normalise, parent, safe_host_name, subtree_bounds
+from llmos_shell.fs.paths import (MAX_FILE_BYTES, ROOT, basename, join, normalise, parent, safe_host_name,
+                                  subtree_bounds)
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_shell.fs.files import FilesMixin
@@ -97,8 +98,6 @@ def _shown(path: Any) -> str:
 
 def _read_limited(handle, source: Any) -> bytes:
     """A host file's bytes, its size checked before it is read (and while, should it grow)."""
-    from llmos_shell.fs.files import MAX_FILE_BYTES
-
     size = os.fstat(handle.fileno()).st_size
     data = handle.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else None
     if data is None or len(data) > MAX_FILE_BYTES:

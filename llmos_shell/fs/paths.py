@@ -25,6 +25,7 @@ from llmos_shell.errors import UsageError
 ROOT = "/"
 MAX_PATH_CHARS = 4096
 MAX_NAME_BYTES = 255
+MAX_FILE_BYTES = 512 * 1024 * 1024   # the largest file the tree holds
 MAX_DEPTH = 256
 
 # C0 and C1 controls (U+0085 is a newline), and the bidi controls that make a name show as another
