@@ -8,6 +8,8 @@ PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 LLMOS       := $(VENV)/bin/llmos
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng espeak-ng apertium apertium-eng-spa apertium-eng-cat apertium-en-gl apertium-eo-en apertium-eu-en apertium-hbs-eng apertium-isl-eng apertium-mkd-eng sox libgl1 libglib2.0-0 fonts-dejavu-core git
+# Only the tests need these (test_serve_browser.py drives headless Chromium).
+TEST_APT_PACKAGES := chromium
 PYTEST_ARGS ?=
 
 .PHONY: run test setup setup-test system-packages models drop-model-parts bench clean help
@@ -25,7 +27,7 @@ test: setup-test
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 setup: system-packages $(VENV)/.installed models
-setup-test: setup $(VENV)/.installed-test
+setup-test: setup $(VENV)/.installed-test $(VENV)/.apt-test
 	$(LLMOS) models install --all
 	@$(MAKE) --no-print-directory drop-model-parts
 
@@ -39,6 +41,15 @@ $(VENV)/.apt: Makefile | $(PY)
 	elif dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then :; \
 	else \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	fi
+	@touch $@
+
+$(VENV)/.apt-test: Makefile | $(PY)
+	@if ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ]; then \
+		echo "note: for every test install: $(TEST_APT_PACKAGES) (the browser test skips without it)"; \
+	elif dpkg -s $(TEST_APT_PACKAGES) >/dev/null 2>&1; then :; \
+	else \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(TEST_APT_PACKAGES); \
 	fi
 	@touch $@
 

@@ -1,15 +1,22 @@
 """The syscall gate: the one way a syscall runs, whoever asks for it.
 
-:meth:`Gate.call` sends a call through the plugins' ``call_syscall`` hook, where
-llmos's own implementations sit at both ends of the chain:
+:meth:`Gate.call` runs every call through the same steps, in this order, in its own
+code (not by the order in which pluggy happens to call hook implementations, which
+follows registration and ``tryfirst``/``trylast``, things a plugin controls):
 
-1. ``_Audit`` (the outermost wrapper) writes the audit record whatever happens:
-   ok, error, denied or cancelled;
-2. ``_Checks`` validates the arguments against the schema and applies the
-   :class:`Approval` policy (raising :class:`~llmos_shell.errors.Denied`);
-3. the plugins' wrappers (``@hookimpl(wrapper=True)``), to time or veto;
-4. ``_Run`` runs the driver's function under the watchdog: within its time-out,
-   stopped by a cancel.
+1. the audit: the call's record is written whatever happens (ok, error, denied,
+   cancelled), after everything below;
+2. the checks: the arguments are validated against the schema (defaults filled in),
+   then the :class:`Approval` policy is applied (raising :class:`~llmos_shell.errors.Denied`);
+3. the watchdog: everything below runs within the call's time-out, stopped by a cancel;
+4. the plugins' ``call_syscall`` wrappers (``@hookimpl(wrapper=True)``, or old-style
+   ``hookwrapper=True``), in pluggy's order among themselves, to time or veto;
+5. ``_Run``, the only plain implementation of the hook: the driver's function.
+
+So a plugin's wrapper, ``tryfirst`` or not, sees validated arguments, and what it
+raises is audited; it cannot run outside the time-out. A plugin whose
+``call_syscall`` is not a wrapper would replace the driver's function: the loader
+refuses it (:func:`refusal`) and ``llmos drivers`` lists it as broken with why.
 
 The kernel, the shell's ``call`` and ``llmos call`` all use it, so a call made by
 hand is validated, approved and audited exactly like one the model makes.
@@ -51,6 +58,8 @@ class Approval:
     #: Did the user name this path as where to store? Replacing it is then what they asked for, and
     #: no loss: its old version is kept (fs/versions.py). None: no path counts as named.
     destination: Callable[[str], bool] | None = None
+    # what a denial under ``never`` tells the user to do (the face's own option)
+    advice: str = "--approve ask or auto lets it run"
 
     def check(self, syscall: Syscall, arguments: dict[str, Any], *, stores: str | None = None,
               replaces: bool = False) -> None:
@@ -76,7 +85,7 @@ class Approval:
         elif self.mode == "never":
             what = f"it would replace {stores}, which the request does not name as where to store" \
                 if replaces and not syscall.irreversible else "it cannot be undone"
-            reason += f": {what}; --approve ask or auto lets it run"
+            reason += f": {what}; {self.advice}"
         raise Denied(reason)
 
     def _confirmed(self, syscall: Syscall, arguments: dict[str, Any]) -> bool:
@@ -106,18 +115,26 @@ def one_line(error: BaseException) -> str:
     return str(error) if isinstance(error, LlmosError) else f"{type(error).__name__}: {error}"
 
 
+def refusal(pm, plugin_name: str) -> str | None:
+    """Why plugin ``plugin_name`` may not load, for its ``call_syscall`` (None: it may).
+
+    Only wrappers may implement ``call_syscall``: a plain implementation would take the
+    call from the driver (the first non-None result wins)."""
+    for impl in pm.hook.call_syscall.get_hookimpls():
+        if impl.plugin_name == plugin_name and not (impl.wrapper or impl.hookwrapper):
+            return ("its call_syscall is not a wrapper: mark it @hookimpl(wrapper=True) and yield to run the "
+                    "call (a plain implementation would replace the driver's function)")
+    return None
+
+
 class Gate:
-    """Validate → approve → plugin wrappers → run under the watchdog, audited."""
+    """Audit → validate → approve → watchdog → plugin wrappers → the driver's function."""
 
     def __init__(self, pm, table: SyscallTable, machine: Machine) -> None:
         self.pm = pm
         self.table = table
         self.machine = machine
-        # Hook order: pluggy calls wrappers marked tryfirst first, and of those the last
-        # registered first; so _Audit is outside _Checks, and both are outside plugins' wrappers.
-        pm.register(_Run(machine), name="llmos.run")
-        pm.register(_Checks(), name="llmos.checks")
-        pm.register(_Audit(machine), name="llmos.audit")
+        pm.register(_Run(), name="llmos.run")
 
     def call(self, syscall: Syscall | str, arguments: Any, *, approval: Approval | None = None,
              pid: int | None = None, cancel: threading.Event | None = None) -> Any:
@@ -127,23 +144,19 @@ class Gate:
             syscall = self.table.get(syscall)
         ctx = SyscallContext(machine=self.machine, pid=pid, cancel=cancel or threading.Event())
         with acting(pid):   # the files it changes are one request's (or the caller's request's) changes
-            return self.pm.hook.call_syscall(call=SyscallCall(syscall=syscall, arguments=arguments, ctx=ctx,
-                                                              approval=approval or Approval()))
+            return self._call(syscall, arguments, ctx, approval or Approval())
 
-
-class _Audit:
-    """Every call, whatever its end, is one row of the syscall audit log."""
-
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
-
-    @hookimpl(wrapper=True, tryfirst=True)
-    def call_syscall(self, call: SyscallCall):
-        arguments = call.arguments  # as asked, before defaults are filled in
+    def _call(self, syscall: Syscall, arguments: Any, ctx: SyscallContext, approval: Approval) -> Any:
+        call = SyscallCall(syscall=syscall, arguments=arguments, ctx=ctx, approval=approval)
+        asked = call.arguments  # the audit records them as asked, before defaults are filled in
         started, clock = time.time(), time.perf_counter()
         status, result, error = "error", None, None
         try:
-            result = yield
+            call.arguments = syscall.validate(call.arguments)
+            stores, replaces = stored_path(syscall, call.arguments, ctx)
+            call.approval.check(syscall, call.arguments, stores=stores, replaces=replaces)
+            timeout = watchdog.timeout_for(syscall, self.machine.config.syscall_timeout)
+            result = watchdog.watched_call(self._hooks, call, timeout=timeout)
             status = "ok"
             return result
         except Denied as denied:
@@ -156,29 +169,25 @@ class _Audit:
             error = one_line(failure)
             raise
         finally:
-            self.machine.fs.record_syscall(call.ctx.pid, call.syscall.name, arguments, status, result=result,
-                                           error=error, started=started,
-                                           ms=1000 * (time.perf_counter() - clock))
+            self.machine.fs.record_syscall(ctx.pid, syscall.name, asked, status, result=result, error=error,
+                                           started=started, ms=1000 * (time.perf_counter() - clock))
 
+    def _hooks(self, call: SyscallCall) -> Any:
+        """The plugins' wrappers around ``_Run`` (on the watchdog's thread)."""
+        for impl in self.pm.hook.call_syscall.get_hookimpls():
+            if not (impl.wrapper or impl.hookwrapper) and impl.plugin is not self._run:
+                # registered around the loader (which refuses these): never let it take the call
+                raise LlmosError(f"plugin {impl.plugin_name}: {refusal(self.pm, impl.plugin_name)}")
+        return self.pm.hook.call_syscall(call=call)
 
-class _Checks:
-    """Arguments that fit the schema, and the approval policy, before any plugin sees the call."""
-
-    @hookimpl(wrapper=True, tryfirst=True)
-    def call_syscall(self, call: SyscallCall):
-        call.arguments = call.syscall.validate(call.arguments)
-        stores, replaces = stored_path(call.syscall, call.arguments, call.ctx)
-        (call.approval or Approval()).check(call.syscall, call.arguments, stores=stores, replaces=replaces)
-        return (yield)
+    @property
+    def _run(self) -> Any:
+        return self.pm.get_plugin("llmos.run")
 
 
 class _Run:
-    """The end of the chain: the driver's function, under its time-out."""
+    """The end of the chain: the driver's function (the gate runs the whole chain under the watchdog)."""
 
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
-
-    @hookimpl
+    @hookimpl(trylast=True)
     def call_syscall(self, call: SyscallCall) -> Any:
-        timeout = watchdog.timeout_for(call.syscall, self.machine.config.syscall_timeout)
-        return watchdog.watched_call(lambda call: call.syscall(call.arguments, call.ctx), call, timeout=timeout)
+        return call.syscall(call.arguments, call.ctx)

@@ -46,8 +46,8 @@ Syscalls
 
     Every call, the model's or one made by hand (``llmos call``, the shell's
     ``call``), goes through one gate (:mod:`llmos_shell.gate`): arguments checked
-    against the schema, the approval policy, the :func:`call_syscall` wrappers,
-    the time-out, and a record in the audit log.
+    against the schema, the approval policy, the time-out with the
+    :func:`call_syscall` wrappers inside it, and a record in the audit log.
 
 Errors
     Raise :class:`~llmos_shell.errors.UsageError` for bad arguments and
@@ -261,13 +261,18 @@ def driver_status(system: Machine) -> list[DriverStatus] | DriverStatus | None:
 def call_syscall(call: SyscallCall) -> Any:
     """Run one syscall and return its result (JSON-serialisable, or bytes/str).
 
-    llmos implements this hook itself (:mod:`llmos_shell.gate`: its own wrappers
-    audit every call and check its arguments and approval; its implementation runs
-    the function under the time-out); plugins wrap it with
-    ``@hookimpl(wrapper=True)`` to time or veto calls. A wrapper
-    ``yield``s to get the result (or the exception, re-raised at the ``yield``)
-    and returns what the kernel should see. Raise
-    :class:`llmos_shell.errors.Denied` before yielding to refuse the call.
+    Plugins only wrap this hook, with ``@hookimpl(wrapper=True)`` (or old-style
+    ``hookwrapper=True``), to time or veto calls. A wrapper ``yield``s to get the
+    result (or the exception, re-raised at the ``yield``) and returns what the kernel
+    should see. Raise :class:`llmos_shell.errors.Denied` before yielding to refuse the call.
+
+    The gate (:mod:`llmos_shell.gate`) runs the hook itself, and its order does not depend
+    on pluggy's: by the time any wrapper runs, ``tryfirst`` or not, the arguments have
+    been validated and the approval policy applied; the wrappers run under the call's
+    time-out and cancel; whatever they return or raise is written to the audit log.
+    The one plain implementation is llmos's own, which calls the driver's function.
+    A plugin with a plain (non-wrapper) ``call_syscall`` is refused at load and listed
+    broken by ``llmos drivers``: it would take calls from their drivers.
 
     ``firstresult``: the first non-None result wins.
 

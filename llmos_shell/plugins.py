@@ -62,6 +62,14 @@ class PluginLoader:
             log.exception("plugin %s failed to load", name)
             self.broken[name] = _short(error)
             return
+        from llmos_shell.gate import refusal
+
+        reason = refusal(self.pm, name)   # a hook that would get around the syscall gate
+        if reason is not None:
+            log.error("plugin %s refused: %s", name, reason)
+            self.pm.unregister(name=name)
+            self.broken[name] = reason
+            return
         self.loaded[name] = module
 
     def load_modules(self, names: Iterable[str]) -> None:

@@ -155,14 +155,18 @@ class System:
     # --- syscalls ---------------------------------------------------------------------
 
     def call(self, name: str, arguments: Any, *, approve: Approve = "never", confirm=None,
-             pid: int | None = None, cancel: threading.Event | None = None, by_user: bool = False) -> Any:
+             pid: int | None = None, cancel: threading.Event | None = None, by_user: bool = False,
+             advice: str | None = None) -> Any:
         """One syscall with no model, through the gate the kernel's calls take: validated, the
         approval policy applied (``confirm(syscall, arguments) -> bool`` under ``ask``), run under
-        its time-out, and written to the audit log. Raises Denied when the policy refuses.
+        its time-out, and written to the audit log. Raises Denied when the policy refuses
+        (``advice``: what its message tells the user to do instead of the CLI's --approve).
 
         ``by_user``: a person typed these arguments (``llmos call``, the shell's ``call``), so the path
         they give is where they asked to store; not so for another program's call (MCP)."""
         approval = Approval(approve, confirm=confirm, destination=(lambda path: True) if by_user else None)
+        if advice is not None:
+            approval.advice = advice
         return self.gate.call(name, arguments, approval=approval, pid=pid, cancel=cancel)
 
     def driver_statuses(self) -> list[DriverStatus]:

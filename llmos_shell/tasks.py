@@ -183,6 +183,10 @@ def run_task(system, task: Task, *, approve: str | None, max_steps: int | None, 
             system.fs.write(task.get("output"), last.output)
     except UsageError:
         raise
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM outside the model's turn (copying inputs, spawning)
+        turns.append(TurnResult(status="interrupted", error="interrupted"))
+        if process is not None:
+            _mark_failed(kernel, process, "interrupted")
     except Exception as error:  # not the user's fault: one line in the result, the traceback in the log
         log.exception("task %s failed", task.source)
         turns.append(TurnResult(status="error", error=_one_line(error)))
@@ -217,8 +221,8 @@ def _one_line(error: BaseException) -> str:
     return f"internal error: {type(error).__name__}: {text}" if text else f"internal error: {type(error).__name__}"
 
 
-def _mark_failed(kernel, process) -> None:
+def _mark_failed(kernel, process, status: str = "error") -> None:
     try:
-        kernel.finish(process, "error")
+        kernel.finish(process, status)
     except Exception:  # the database itself is failing: the log has it, the result line still comes
         log.exception("could not mark process %s as failed", process.pid)

@@ -2,9 +2,11 @@
 
 Usage: python tests/scripted_llmos.py SCRIPT.json [LLMOS ARGUMENTS...]
 
-SCRIPT.json is ``{"replies": [...], "topics": [...], "token_delay": 0.0}``. ``replies`` are
-the texts the CPU generates, in order (llmos_shell.testing.FakeCpu), a word every
-``token_delay`` seconds. ``topics`` script the
+SCRIPT.json is ``{"replies": [...], "topics": [...], "token_delay": 0.0, "load_seconds": 0}``.
+``replies`` are the texts the CPU generates, in order (llmos_shell.testing.FakeCpu), a word every
+``token_delay`` seconds. ``load_seconds`` makes loading the model take that long, the way
+LlamaCpu loads one: on a worker thread, the main thread waiting for it (a file ``loading``
+beside SCRIPT.json appears when it starts). ``topics`` script the
 router's sentence encoder: texts that contain a topic word share a strong axis
 (a request with the word "echo" is routed to a syscall whose examples say
 "echo"), any other text points somewhere random (such a request matches no
@@ -21,6 +23,9 @@ import hashlib
 import json
 import re
 import sys
+import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +66,17 @@ def run() -> None:
     script = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
     cpu = FakeCpu(script.get("replies", []), token_delay=script.get("token_delay", 0.0))
     encoder = TopicEncoder(script.get("topics", []))
-    models.load_cpu = lambda config, model=None: cpu    # what System.cpu calls to load the model
+    load_seconds = script.get("load_seconds", 0)
+
+    def load_cpu(config, model=None):   # what System.cpu calls to load the model
+        if load_seconds:
+            (Path(sys.argv[1]).parent / "loading").write_text("loading")
+            loaded: Future = Future()
+            threading.Thread(target=lambda: (time.sleep(load_seconds), loaded.set_result(cpu)), daemon=True).start()
+            return loaded.result()
+        return cpu
+
+    models.load_cpu = load_cpu
     embed.shared_encoder = lambda: encoder              # what the kernel's router loads
     main(sys.argv[2:])
 

@@ -218,3 +218,16 @@ def test_ask_runs_a_request_through_the_kernel(served_home):
             assert [c["name"] for c in result.structured_content["syscalls"]] == ["translate"]
 
     anyio.run(main)
+
+
+def test_streamable_http_refuses_what_a_web_page_sends(http_server):
+    """The same guard as `llmos serve` (llmos_shell/web.py), answered as JSON-RPC errors."""
+    import httpx
+
+    rpc = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}'
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    for extra, status in (({"host": "evil.example"}, 421), ({"origin": "http://evil.example"}, 403),
+                          ({"content-type": "text/plain"}, 415)):
+        reply = httpx.post(http_server, content=rpc, headers={**headers, **extra})
+        assert reply.status_code == status, (extra, reply.text)
+        assert reply.json()["error"]["code"] == -32600 and reply.json()["id"] is None

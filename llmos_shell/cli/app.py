@@ -13,6 +13,7 @@ import click
 from llmos_shell import __version__
 from llmos_shell.config import Config, setup_logging
 from llmos_shell.errors import LlmosError
+from llmos_shell.format import printable
 
 log = logging.getLogger("llmos.cli")
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(error.exit_code)
     except LlmosError as error:
         log.info("error: %s", error, exc_info=True)
-        click.echo(f"llmos: error: {error}", err=True)
+        click.echo(f"llmos: error: {printable(str(error))}", err=True)   # one line, no terminal escapes
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         click.echo("llmos: interrupted", err=True)

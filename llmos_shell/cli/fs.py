@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import click
 
 from llmos_shell.errors import UsageError
-from llmos_shell.format import human_size, when
+from llmos_shell.format import human_size, printable, when
 from llmos_shell.fs.versions import acting
 
 
@@ -130,7 +130,9 @@ def fs_put(state, host_path: str, dest: str, as_json: bool) -> None:
     if host_path == "-":
         if dest.endswith("/") or fs.is_dir(dest):
             raise UsageError("`put -` needs a destination file, e.g. llmos fs put - /notes/a.txt")
-        data = click.get_binary_stream("stdin").read()
+        from llmos_shell.fs.files import MAX_FILE_BYTES
+
+        data = click.get_binary_stream("stdin").read(MAX_FILE_BYTES + 1)   # the limit, without reading on
         info = fs.write(dest, data)
         summary = {"path": info["path"], "files": 1, "dirs": 0, "bytes": info["size"], "skipped": []}
     else:
@@ -139,8 +141,8 @@ def fs_put(state, host_path: str, dest: str, as_json: bool) -> None:
         _echo_json(summary)
         return
     click.echo(f"{summary['path']}: {summary['files']} file(s), {summary['bytes']} bytes")
-    for skipped in summary["skipped"]:
-        click.echo(f"skipped {skipped['host']}: {skipped['why']}", err=True)
+    for skipped in summary["skipped"]:   # host names can hold terminal escapes: shown escaped
+        click.echo(f"skipped {printable(skipped['host'])}: {skipped['why']}", err=True)
 
 
 @fs_group.command("get")
@@ -163,7 +165,7 @@ def fs_get(state, path: str, dest: str, no_clobber: bool, as_json: bool) -> None
     if as_json:
         _echo_json(summary)
         return
-    click.echo(f"{summary['path']}: {summary['files']} file(s), {summary['bytes']} bytes")
+    click.echo(f"{printable(summary['path'])}: {summary['files']} file(s), {summary['bytes']} bytes")
 
 
 @fs_group.command("rm")

@@ -12,6 +12,13 @@ Every request is a process (``llmos ps``, its messages and syscalls in the
 database), and processes wait in one run queue for the one CPU worker: the model
 is never asked two things at once. Requests are checked before they queue;
 errors are OpenAI-style JSON bodies (400 malformed, 401 token, 404 unknown model).
+
+Safe by default (:mod:`llmos_shell.web`): a foreign ``Host`` (DNS rebinding) is 421, a
+web page's ``Origin`` 403 unless ``--allow-origin`` names it, a body that is not
+``application/json`` 415, one over ``--max-body-mb`` 413; bodies nested too deep, with
+``NaN``, badly shaped message parts or a parameter llmos cannot honour are 400, naming
+what is wrong. ``stop`` and ``response_format`` (``json_object``, ``json_schema``: the reply
+is decoded under a grammar) are honoured. A client that goes away stops its process.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Any, Callable
 
 import click
 
+from llmos_shell import web
 from llmos_shell.errors import LlmosError, UsageError
 
 log = logging.getLogger("llmos.serve")
@@ -38,12 +46,14 @@ log = logging.getLogger("llmos.serve")
 OS_MODEL = "llmos"
 DEFAULT_MAX_TOKENS = 512
 
+_PART = {"type": "object", "required": ["type", "text"],
+         "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
 _MESSAGE = {
     "type": "object",
     "required": ["role"],
     "properties": {
         "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
-        "content": {"type": ["string", "array", "null"]},
+        "content": {"anyOf": [{"type": ["string", "null"]}, {"type": "array", "items": _PART}]},
         "tool_calls": {"type": ["array", "null"], "items": {
             "type": "object", "required": ["function"],
             "properties": {"function": {"type": "object", "required": ["name"],
@@ -77,7 +87,26 @@ REQUEST_SCHEMA: dict[str, Any] = {
         "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
         "seed": {"type": ["integer", "null"]},
         "n": {"type": ["integer", "null"], "minimum": 1, "maximum": 1},
+        "stop": {"anyOf": [{"type": ["string", "null"]},
+                           {"type": "array", "maxItems": 4, "items": {"type": "string", "minLength": 1}}]},
+        "response_format": {"oneOf": [
+            {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["text", "json_object"]}}},
+            {"type": "object", "required": ["type", "json_schema"],
+             "properties": {"type": {"const": "json_schema"},
+                            "json_schema": {"type": "object", "required": ["name"],
+                                            "properties": {"name": {"type": "string"},
+                                                           "schema": {"type": ["object", "boolean"]},
+                                                           "strict": {"type": ["boolean", "null"]}}}}}]},
+        # about the caller, not the completion: accepted and kept out of the way
+        "user": {"type": ["string", "null"]},
+        "metadata": {"type": ["object", "null"]},
+        "store": {"type": ["boolean", "null"]},
     },
+}
+# Parameters the official clients may send at values that change nothing here; any other value is a 400.
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "top_p": (1,), "frequency_penalty": (0,), "presence_penalty": (0,), "logprobs": (False,),
+    "top_logprobs": (0,), "logit_bias": ({},), "modalities": (["text"],), "service_tier": ("auto", "default"),
 }
 
 
@@ -110,6 +139,8 @@ class Chat:
     max_tokens: int = DEFAULT_MAX_TOKENS
     temperature: float = 0.0
     seed: int | None = None
+    stop: tuple[str, ...] = ()
+    reply_grammar: str | None = None       # response_format json_object / json_schema, as GBNF
 
 
 @dataclass
@@ -153,6 +184,14 @@ class Service:
         """The request as a :class:`Chat`, or ApiError 400/404 saying what is wrong with it."""
         import jsonschema
 
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        for key, value in body.items():   # a parameter llmos would silently ignore is the client's to know
+            if key in REQUEST_SCHEMA["properties"] or (key in NEUTRAL and (value is None or value in NEUTRAL[key])):
+                continue
+            usable = f" (only {json.dumps(NEUTRAL[key][0])} is)" if key in NEUTRAL else ""
+            raise ApiError(400, f"{key}: this parameter is not supported by llmos serve{usable}", param=key,
+                           code="unsupported_parameter")
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(REQUEST_SCHEMA).iter_errors(body))
         if error is not None:
             where = ".".join(str(p) for p in error.absolute_path)
@@ -176,7 +215,10 @@ class Service:
         if choice == "required" and not functions and body["model"] != OS_MODEL:
             raise ApiError(400, "tool_choice: 'required' needs tools", param="tool_choice")
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
-        return Chat(model=body["model"], history=[self._remembered(m) for m in rest[:-1]], last=rest[-1],
+        stop = body.get("stop") or ()
+        return Chat(stop=(stop,) if isinstance(stop, str) else tuple(stop),
+                    reply_grammar=self._reply_grammar(body.get("response_format")),
+                    model=body["model"], history=[self._remembered(m) for m in rest[:-1]], last=rest[-1],
                     system=system, functions=functions, forced=choice == "required" or isinstance(choice, dict),
                     hide_tools=choice == "none", parallel=body.get("parallel_tool_calls") is not False,
                     stream=bool(body.get("stream")),
@@ -201,6 +243,31 @@ class Service:
             except Exception as error:  # a bad schema: the client's to fix
                 text = (getattr(error, "message", None) or str(error)).splitlines()[0][:200]
                 raise ApiError(400, f"{where}.parameters: not a valid JSON Schema ({text})", param=where) from None
+
+    @staticmethod
+    def _reply_grammar(response_format: dict[str, Any] | None) -> str | None:
+        """``response_format`` as the grammar the reply is decoded under (None: plain text)."""
+        import jsonschema
+
+        from llmos_shell.kernel.grammar import value_grammar
+
+        kind = (response_format or {}).get("type", "text")
+        if kind == "text":
+            return None
+        schema = {"type": "object"}
+        if kind == "json_schema":
+            schema = response_format["json_schema"].get("schema", {"type": "object"})
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+            except jsonschema.exceptions.SchemaError as error:
+                raise ApiError(400, f"response_format.json_schema.schema: not a valid JSON Schema "
+                                    f"({error.message[:200]})", param="response_format") from None
+        try:
+            return value_grammar(schema)
+        except Exception as error:
+            log.info("response_format grammar failed", exc_info=True)
+            raise ApiError(400, f"response_format: this schema cannot be decoded under a grammar "
+                                f"({type(error).__name__}: {str(error)[:200]})", param="response_format") from None
 
     @staticmethod
     def _remembered(message: dict[str, Any]) -> dict[str, Any]:
@@ -238,7 +305,8 @@ class Service:
                 return bool(service.confirm and service.confirm(syscall, arguments))
 
         kernel = Kernel(self.system, approve=self.approve, max_steps=self.max_steps, max_tokens=chat.max_tokens,
-                        events=ServeEvents(), force_call=chat.forced)
+                        events=ServeEvents(), force_call=chat.forced, stop=chat.stop,
+                        reply_grammar=chat.reply_grammar)
         functions = [] if chat.hide_tools else chat.functions
         if chat.model != OS_MODEL or chat.hide_tools:
             drivers: list[str] | None = []
@@ -246,14 +314,18 @@ class Service:
             drivers = sorted({s.driver for s in self.system.table}) if functions else None
         system_prompt = SYSTEM_PROMPT + (f"\n\n{chat.system}" if chat.system else "")
         process = kernel.spawn(f"api:{chat.model}", functions=functions, drivers=drivers, system_prompt=system_prompt)
-        process.parallel_calls = chat.parallel
-        for message in chat.history:
-            process.memory.add(message["role"], message["content"])
-        text = _text(chat.last.get("content"))
-        work = None if chat.last["role"] == "user" else (
-            lambda job: self._answer_results(kernel, process, chat, on_token, job.cancel))
-        job = self.queue.submit(process, text, kernel=kernel, cancel=cancel, work=work, seed=chat.seed,
-                                temperature=chat.temperature)
+        try:
+            process.parallel_calls = chat.parallel
+            for message in chat.history:
+                process.memory.add(message["role"], message["content"])
+            text = _text(chat.last.get("content"))
+            work = None if chat.last["role"] == "user" else (
+                lambda job: self._answer_results(kernel, process, chat, on_token, job.cancel))
+            job = self.queue.submit(process, text, kernel=kernel, cancel=cancel, work=work, seed=chat.seed,
+                                    temperature=chat.temperature)
+        except BaseException:   # never a process left `ready` that nothing will run
+            kernel.finish(process, "error")
+            raise
         outcome: Future = Future()
 
         def done(_future) -> None:
@@ -276,9 +348,13 @@ class Service:
         turn = TurnResult(status="running")
         try:
             prompt, _used = process.memory.prompt(kernel.cpu, reserve=chat.max_tokens, transient=ANSWER_NOW)
-            generation = kernel.cpu.generate(prompt, max_tokens=chat.max_tokens, seed=chat.seed,
-                                             temperature=chat.temperature, on_token=on_token, cancel=cancel,
-                                             ban_first=CALL_STARTS)
+            if chat.reply_grammar:
+                generation = kernel.cpu.generate(prompt, max_tokens=chat.max_tokens, seed=chat.seed,
+                                                 grammar=chat.reply_grammar, on_token=on_token, cancel=cancel)
+            else:
+                generation = kernel.cpu.generate(prompt, max_tokens=chat.max_tokens, seed=chat.seed,
+                                                 temperature=chat.temperature, on_token=on_token, cancel=cancel,
+                                                 ban_first=CALL_STARTS, stop=chat.stop)
             turn.count(generation.stats, "reply")
             turn.output = generation.text.strip()
             turn.status = "interrupted" if generation.cancelled else "ok"
@@ -363,12 +439,13 @@ def _chunk(chat: Chat, ident: str, created: int, delta: dict[str, Any], finish: 
 
 # --- HTTP -----------------------------------------------------------------------------------
 
-def create_app(service: Service, token: str | None = None):
-    """The Starlette application: /v1/models and /v1/chat/completions."""
+def create_app(service: Service, token: str | None = None, policy: web.Policy | None = None):
+    """The ASGI application: /v1/models and /v1/chat/completions, behind :class:`web.Guard`
+    (``policy``: by default, a server on 127.0.0.1 with no origins allowed)."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     def error_response(error: ApiError) -> JSONResponse:
@@ -395,9 +472,9 @@ def create_app(service: Service, token: str | None = None):
         try:
             authorise(request)
             try:
-                body = json.loads(await request.body())
-            except (ValueError, UnicodeDecodeError) as error:
-                raise ApiError(400, f"the request body is not valid JSON ({error})") from None
+                body = web.parse_json(await request.body())
+            except web.BadBody as error:
+                raise ApiError(400, str(error)) from None
             chat = service.check(body)
         except ApiError as error:
             return error_response(error)
@@ -406,15 +483,23 @@ def create_app(service: Service, token: str | None = None):
         loop = asyncio.get_running_loop()
         if not chat.stream:
             future = service.submit(chat, lambda _piece: None, cancel)
+            result = asyncio.ensure_future(asyncio.wrap_future(future))
+            gone = asyncio.ensure_future(_disconnected(request))
             try:
-                outcome = await asyncio.wrap_future(future)
-            except asyncio.CancelledError:  # the client went away: stop its process
+                await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not result.done():   # the client went away: stop its process (it ends `interrupted`)
+                    cancel.set()
+                    return Response(status_code=499)
+                outcome = result.result()
+            except asyncio.CancelledError:  # the server is stopping: stop the process too
                 cancel.set()
                 raise
             except Exception as error:  # a bug: the log has the traceback, the client one line
                 log.exception("chat completion failed")
                 return error_response(ApiError(500, f"internal error: {type(error).__name__}: {error}",
                                                kind="server_error"))
+            finally:
+                gone.cancel()
             failed = _failed(outcome)
             return error_response(failed) if failed else JSONResponse(completion(chat, outcome, ident, created))
 
@@ -461,9 +546,16 @@ def create_app(service: Service, token: str | None = None):
     async def http_error(request: Request, error: HTTPException):
         return error_response(ApiError(error.status_code, str(error.detail), code=str(error.status_code)))
 
-    return Starlette(routes=[Route("/v1/models", models, methods=["GET"]),
-                             Route("/v1/chat/completions", chat_completions, methods=["POST"])],
-                     exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=[Route("/v1/models", models, methods=["GET"]),
+                            Route("/v1/chat/completions", chat_completions, methods=["POST"])],
+                    exception_handlers={HTTPException: http_error})
+    return web.Guard(app, policy or web.Policy.listening_on("127.0.0.1", None))
+
+
+async def _disconnected(request) -> None:
+    """Return once the client has gone (its body is read already: all that can come is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _terminal_confirm(lock: threading.Lock):
@@ -487,8 +579,14 @@ def _terminal_confirm(lock: threading.Lock):
               help="Irreversible syscalls of model llmos: never run, ask at this terminal, or auto.")
 @click.option("--max-steps", type=click.IntRange(1, 100), default=8, show_default=True,
               help="Most CPU steps per request.")
+@click.option("--allow-origin", "origins", multiple=True, metavar="ORIGIN",
+              help="A web page origin (http://127.0.0.1:3000) allowed to call llmos from a browser (repeat). "
+                   "Pages of any other origin are refused.")
+@click.option("--max-body-mb", type=click.FloatRange(0.001, 1024), default=web.DEFAULT_MAX_BODY / 2**20,
+              show_default=True, help="Largest request body, in MiB.")
 @click.pass_obj
-def serve_command(state, host: str, port: int, token: str | None, approve: str, max_steps: int) -> None:
+def serve_command(state, host: str, port: int, token: str | None, approve: str, max_steps: int,
+                  origins: tuple[str, ...], max_body_mb: float) -> None:
     """Serve llmos over the OpenAI API: /v1/models and /v1/chat/completions (tools, streaming).
 
     Model `llmos` runs the OS's drivers here; the CPU's own model name chats with the client's
@@ -498,6 +596,13 @@ def serve_command(state, host: str, port: int, token: str | None, approve: str, 
 
     if approve == "ask" and not sys.stdin.isatty():
         raise UsageError("--approve ask needs a terminal to ask at; use never or auto")
+    if token is not None and not token.strip():
+        raise UsageError("--token is empty: give a token clients must send, or leave the option out")
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if origin != "*" and (not sep or scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/")):
+            raise UsageError(f"--allow-origin {origin!r}: an origin is scheme://host[:port], "
+                             "e.g. http://127.0.0.1:3000")
     try:  # before the model loads: a port in use is one line now, not a uvicorn log later
         with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
             pass
@@ -510,11 +615,13 @@ def serve_command(state, host: str, port: int, token: str | None, approve: str, 
         click.echo(f"llmos serve: note: {note}", err=True)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         click.echo(f"llmos serve: warning: listening on {host} without a token (--token)", err=True)
-    config = uvicorn.Config(create_app(service, token), host=host, port=port, log_level="warning",
+    policy = web.Policy.listening_on(host, port, origins=origins, max_body=int(max_body_mb * 2**20))
+    config = uvicorn.Config(create_app(service, token, policy), host=host, port=port, log_level="warning",
                             access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     click.echo(f"llmos serve: http://{host}:{port}/v1 (models: {OS_MODEL}, {service.cpu_model}; "
-               f"approve {approve}{'; token required' if token else ''})", err=True)
+               f"approve {approve}{'; token required' if token else ''}"
+               f"{'; web pages allowed from ' + ', '.join(origins) if origins else ''})", err=True)
     try:
         server.run()
     finally:

@@ -31,7 +31,7 @@ from llmos_shell.fs.paths import (ROOT, basename, glob_regex, is_within, join, n
 from llmos_shell.fs.versions import VersionsMixin
 
 #: Largest file the filesystem stores (SQLite's own limit is 1,000,000,000 bytes).
-MAX_FILE_BYTES = 512 * 1024 * 1024
+from llmos_shell.fs.paths import MAX_FILE_BYTES  # noqa: E402  (host.py checks it too)
 
 _STAT_COLUMNS = "id, path, parent, name, kind, mime, size, sha256, created, modified, is_text"
 _SUBTREE = "(path = ? OR (path > ? AND path < ?))"

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmos_shell.errors import FsError, UsageError
-from llmos_shell.fs.paths import ROOT, basename, join, normalise, parent, safe_host_name, subtree_bounds
+from llmos_shell.format import printable
+from llmos_shell.fs.paths import (MAX_FILE_BYTES, ROOT, basename, join, normalise, parent, safe_host_name,
+                                  subtree_bounds)
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_shell.fs.files import FilesMixin
@@ -52,9 +54,9 @@ def import_host(fs: "FilesMixin", host_path: str | os.PathLike, dest: str = ROOT
     try:
         info = source.stat()
     except FileNotFoundError:
-        raise FsError(f"no such host file: {source}") from None
+        raise FsError(f"no such host file: {_shown(source)}") from None
     except OSError as error:
-        raise FsError(f"cannot read {source}: {error.strerror}") from None
+        raise FsError(f"cannot read {_shown(source)}: {error.strerror}") from None
     names_a_directory = str(dest).endswith("/")
     dest = normalise(dest)
     name = source.resolve().name
@@ -67,7 +69,7 @@ def import_host(fs: "FilesMixin", host_path: str | os.PathLike, dest: str = ROOT
         elif fs.exists(parent(dest)) and not fs.is_dir(parent(dest)):
             raise FsError(f"not a directory: {parent(dest)} (cannot import to {dest})")
         elif fs.exists(dest) and stat_mod.S_ISDIR(info.st_mode):
-            raise FsError(f"not a directory: {dest} (cannot import the folder {source} over a file)")
+            raise FsError(f"not a directory: {dest} (cannot import the folder {_shown(source)} over a file)")
         else:
             target = dest
         summary["path"] = target
@@ -76,7 +78,7 @@ def import_host(fs: "FilesMixin", host_path: str | os.PathLike, dest: str = ROOT
         elif stat_mod.S_ISDIR(info.st_mode):
             _import_tree(fs, source, target, summary)
         else:
-            raise FsError(f"not a regular file or folder: {source}")
+            raise FsError(f"not a regular file or folder: {_shown(source)}")
     return summary
 
 
@@ -85,15 +87,31 @@ def _checked_name(name: str, where: Path) -> str:
         normalise(name)
         name.encode("utf-8")
     except (UsageError, UnicodeEncodeError):
-        raise UsageError(f"cannot import {where}: its name is not a valid llmos file name") from None
+        raise UsageError(f"cannot import {_shown(where)}: its name is not a valid llmos file name") from None
     return name
+
+
+def _shown(path: Any) -> str:
+    """A host path in a message: its control and bidi characters escaped (names can hold anything)."""
+    return printable(str(path))
+
+
+def _read_limited(handle, source: Any) -> bytes:
+    """A host file's bytes, its size checked before it is read (and while, should it grow)."""
+    size = os.fstat(handle.fileno()).st_size
+    data = handle.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else None
+    if data is None or len(data) > MAX_FILE_BYTES:
+        shown = size if data is None else f"more than {MAX_FILE_BYTES}"
+        raise FsError(f"file too large: {_shown(source)} ({shown} bytes; the limit is {MAX_FILE_BYTES})")
+    return data
 
 
 def _import_file(fs: "FilesMixin", source: Path, target: str, summary: dict[str, Any]) -> None:
     try:
-        data = source.read_bytes()
+        with source.open("rb") as handle:
+            data = _read_limited(handle, source)
     except OSError as error:
-        raise FsError(f"cannot read {source}: {error.strerror}") from None
+        raise FsError(f"cannot read {_shown(source)}: {error.strerror}") from None
     fs.write(target, data)
     summary["files"] += 1
     summary["bytes"] += len(data)
@@ -113,7 +131,8 @@ def _import_tree(fs: "FilesMixin", source: Path, target: str, summary: dict[str,
                     raise UsageError(entry)
                 entry.encode("utf-8")
             except (UsageError, UnicodeEncodeError):
-                summary["skipped"].append({"host": str(host), "why": "name not valid in llmos"})
+                summary["skipped"].append({"host": str(host), "why": "name not valid in llmos (a control "
+                                                                     "character, or not Unicode)"})
                 if entry in dirs:
                     dirs.remove(entry)
                 continue
@@ -128,7 +147,7 @@ def _import_tree(fs: "FilesMixin", source: Path, target: str, summary: dict[str,
             elif stat_mod.S_ISREG(info.st_mode):
                 fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=root_fd)
                 with os.fdopen(fd, "rb") as handle:
-                    data = handle.read()
+                    data = _read_limited(handle, host)
                 fs.write(join(base, entry), data)
                 summary["files"] += 1
                 summary["bytes"] += len(data)
@@ -189,6 +208,11 @@ def _copy_out(fs: "FilesMixin", path: str, host_root: Path, name: str | None,
     except OSError as error:
         raise FsError(f"cannot write to host directory {host_root}: {error.strerror}") from None
     summary = {"path": str(host_root / name) if name else str(host_root), "files": 0, "dirs": 0, "bytes": 0}
+    try:
+        _preflight(entries, root_fd, host_root, overwrite)
+    except BaseException:
+        os.close(root_fd)
+        raise
     # Depth first, keeping open only the directories on the way down to the current entry.
     stack: list[tuple[tuple[str, ...], int]] = [((), root_fd)]
     try:
@@ -235,7 +259,48 @@ def _plan(fs: "FilesMixin", path: str, top: dict[str, Any],
 
 
 def _describe(host_root: Path, parts: tuple[str, ...]) -> str:
-    return str(host_root.joinpath(*parts))
+    return _shown(host_root.joinpath(*parts))
+
+
+def _preflight(entries: list[tuple[tuple[str, ...], dict[str, Any]]], root_fd: int, host_root: Path,
+               overwrite: bool) -> None:
+    """Refuse the export before anything is written if anything already on the host is in the way: a
+    symlink or a file where a folder goes (however deep), a symlink or a folder where a file goes, an
+    existing file under ``overwrite=False``. (The writing pass checks again, against races.)"""
+    stack: list[tuple[tuple[str, ...], int]] = [((), root_fd)]
+    absent: set[tuple[str, ...]] = set()   # folders not on the host yet: nothing below them is either
+    try:
+        for parts, row in entries:
+            if any(parts[:depth] in absent for depth in range(1, len(parts))):
+                continue
+            while stack[-1][0] != parts[:-1]:
+                os.close(stack.pop()[1])
+            where = _describe(host_root, parts)
+            try:
+                existing = os.stat(parts[-1], dir_fd=stack[-1][1], follow_symlinks=False)
+            except FileNotFoundError:
+                existing = None
+            except OSError as error:
+                raise FsError(f"cannot look at {where}: {error.strerror}") from None
+            if row["kind"] == "dir":
+                if existing is None:
+                    absent.add(parts)
+                elif not stat_mod.S_ISDIR(existing.st_mode):
+                    raise FsError(f"refusing to export into {where}: it exists on the host and is not a plain "
+                                  "directory (a symlink or a file); nothing was written")
+                else:
+                    stack.append((parts, os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                                 dir_fd=stack[-1][1])))
+            elif existing is not None:
+                if stat_mod.S_ISLNK(existing.st_mode):
+                    raise FsError(f"refusing to export over a symbolic link: {where}; nothing was written")
+                if stat_mod.S_ISDIR(existing.st_mode):
+                    raise FsError(f"is a directory on the host: {where}; nothing was written")
+                if not overwrite:
+                    raise FsError(f"already exists on the host: {where}; nothing was written")
+    finally:
+        for _, fd in stack[1:]:
+            os.close(fd)
 
 
 def _open_dir(parent_fd: int, parts: tuple[str, ...], host_root: Path) -> int:

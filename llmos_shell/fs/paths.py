@@ -6,7 +6,8 @@ Every path the filesystem stores or looks up goes through :func:`normalise`:
 * empty segments and ``.`` are dropped, ``..`` goes up one level and never
   above the root (``/../../etc`` is ``/etc`` *inside* the filesystem);
 * names are Unicode NFC, so a composed and a decomposed ``é`` are one file;
-* NUL and other control characters, text that is not valid Unicode, names
+* NUL and other control characters (C0, C1 such as U+0085, and bidi controls
+  such as U+202E), text that is not valid Unicode, names
   longer than :data:`MAX_NAME_BYTES` and paths longer than :data:`MAX_PATH_CHARS`
   are refused with :class:`~llmos_shell.errors.UsageError`.
 
@@ -24,9 +25,12 @@ from llmos_shell.errors import UsageError
 ROOT = "/"
 MAX_PATH_CHARS = 4096
 MAX_NAME_BYTES = 255
+MAX_FILE_BYTES = 512 * 1024 * 1024   # the largest file the tree holds
 MAX_DEPTH = 256
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls (U+0085 is a newline), and the bidi controls that make a name show as another
+# (U+202E turns "txt.exe" around): none belongs in a file name.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # An absolute ASCII path that is already normal: no empty, "." or ".." segment, no
 # control character, names of at most 255 bytes. Most paths are; they skip the slow path.
 _NORMAL_ASCII = re.compile(r"(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f]{1,255})+")
@@ -76,7 +80,8 @@ def normalise(path: str, cwd: str = ROOT) -> str:
 def _check_text(path: str) -> None:
     match = _CONTROL.search(path)
     if match:
-        raise UsageError(f"path contains a control character ({match.group()!r}): {path[:80]!r}")
+        raise UsageError(f"path contains a control character (U+{ord(match.group()):04X}): "
+                         f"{path[:80].encode('unicode_escape').decode('ascii')!r}")
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:

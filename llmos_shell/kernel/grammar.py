@@ -440,3 +440,28 @@ def call_blocks(text: str) -> list[str]:
 def write_calls(calls: list[dict]) -> str:
     """The calls as the model's turn shows them: ``<tool_call>`` blocks, one per line."""
     return "\n".join(CALL_OPEN + json.dumps(call, ensure_ascii=False) + CALL_CLOSE for call in calls)
+
+
+@lru_cache(maxsize=32)
+def _value_grammar(schema_json: str) -> str:
+    notes: list[str] = []
+    prepared = _Prepared(json.loads(schema_json), "r", notes)
+    schema = prepared.schema
+    if prepared.defs:
+        schema = {**schema, "$defs": prepared.defs}
+    converter = _Converter(notes)
+    converter.visit(converter.resolve_refs(schema, "reply"), "reply")
+    rules = converter.format_grammar().replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x00-\\x1F] |')
+    grammar = "root ::= reply\n" + rules
+    missing = _undefined_rules(grammar)
+    if missing:
+        raise ValueError(f"rules used but not defined: {sorted(missing)}")
+    if notes:
+        log.info("reply grammar: looser than the schema for %s", "; ".join(dict.fromkeys(notes)))
+    return grammar
+
+
+def value_grammar(schema: Any) -> str:
+    """GBNF for one JSON value that fits ``schema``: a reply an API client asked to be JSON
+    (``response_format``). What the converter cannot express is decoded looser, as for calls."""
+    return _value_grammar(json.dumps(schema, sort_keys=True))

@@ -231,7 +231,8 @@ class Kernel:
     def __init__(self, machine: "KernelMachine", *, approve: Approve = "never", max_steps: int = 8, max_tokens: int = 512,
                  call_threshold: float = 0.5, chain_threshold: float = 0.8, relevance_threshold: float = 0.0,
                  unwanted_call_relevance: float = 0.1, events: Events | None = None,
-                 snapshots: bool = True, force_call: bool = False) -> None:
+                 snapshots: bool = True, force_call: bool = False, stop: tuple[str, ...] = (),
+                 reply_grammar: str | None = None) -> None:
         self.machine = machine
         self.approve = approve
         self.max_steps = max_steps
@@ -252,6 +253,11 @@ class Kernel:
         # two questions whether to call (the model's p(call), the syscall's relevance) are not asked;
         # the call is still decoded under the grammar and checked.
         self.force_call = force_call
+        # An API client's ``stop`` sequences, and its ``response_format`` as a grammar (GBNF) the reply
+        # is decoded under: they shape the reply only, never a call.
+        self.stop = tuple(stop)
+        self.reply_grammar = reply_grammar
+        self.advice: str | None = None   # what a denial says to do, where the CLI's --approve is not the way
         self._router: Router | None = None
 
     @property
@@ -682,12 +688,17 @@ class Kernel:
 
         try:
             # Having decided to reply, don't let the reply open with a call-like token.
-            generation = self.cpu.generate(prompt, max_tokens=self.max_tokens, seed=seed,
-                                           temperature=temperature, on_token=on_token, cancel=cancel,
-                                           ban_first=CALL_STARTS if len(process.table) else ())
+            if self.reply_grammar:
+                generation = self.cpu.generate(prompt, max_tokens=self.max_tokens, grammar=self.reply_grammar,
+                                               seed=seed, temperature=0.0, on_token=on_token, cancel=cancel)
+            else:
+                generation = self.cpu.generate(prompt, max_tokens=self.max_tokens, seed=seed, stop=self.stop,
+                                               temperature=temperature, on_token=on_token, cancel=cancel,
+                                               ban_first=CALL_STARTS if len(process.table) else ())
         finally:
             if generation is None or generation.cancelled:  # keep what was said, marked as interrupted
                 process.memory.add("assistant", "".join(pieces) + " [interrupted]")
+                turn.output = "".join(pieces).strip()
         turn.count(generation.stats, "reply")
         if generation.cancelled:
             raise Cancelled("cancelled")
@@ -743,8 +754,11 @@ class Kernel:
 
         # Text from tools is data: an irreversible call whose values the user never said (they came
         # from a file, OCR, a transcript) is asked about even under "auto".
-        return Approval(self.approve, confirm=events.approve, said=said if request else None,
-                        destination=roles.is_destination if roles is not None else None)
+        approval = Approval(self.approve, confirm=events.approve, said=said if request else None,
+                            destination=roles.is_destination if roles is not None else None)
+        if self.advice:
+            approval.advice = self.advice
+        return approval
 
     def _roles(self, request: str) -> Roles:
         """The request's paths, and which of them it names as where to store (before any step runs)."""

@@ -29,6 +29,7 @@ from llmos_shell.kernel.process import Process
 log = logging.getLogger("llmos.scheduler")
 
 POLL_SECONDS = 0.05   # how often the process table is read for kills from another program
+GRACE_SECONDS = 2.0   # how long a cancelled headless request may take to stop before it is given up
 
 Finished = Callable[["Job"], None]
 
@@ -114,17 +115,30 @@ class RunQueue:
             self._changed.notify_all()
         return job
 
-    def run(self, process: Process, text: str, **options: Any) -> TurnResult:
-        """Queue a request and wait for it (headless tasks). Ctrl-C cancels it, as on the shell."""
+    def run(self, process: Process, text: str, *, grace: float = GRACE_SECONDS, **options: Any) -> TurnResult:
+        """Queue a request and wait for it (headless tasks). Ctrl-C (or SIGTERM, made one by
+        ``llmos run``) cancels it, as on the shell: a reply stops within a token. Work that cannot
+        stop between tokens (a long prompt's prefill, a model loading) is given up after ``grace``
+        seconds, or at a second Ctrl-C: the process is marked ``interrupted`` and the result says so,
+        while the worker finishes in the background (see :meth:`close`)."""
         job = self.submit(process, text, **options)
+        deadline = None
         while True:
             try:
                 result = job.wait(0.1)
             except KeyboardInterrupt:
-                job.cancel.set()
+                if deadline is not None:   # a second one: give up now
+                    deadline = time.monotonic()
+                else:
+                    job.cancel.set()
+                    deadline = time.monotonic() + grace
                 continue
             if result is not None or job.done:
                 return result if result is not None else TurnResult(status="error", error="no result")
+            if deadline is not None and time.monotonic() >= deadline:
+                log.info("process %s: gave up waiting for its cancelled work", job.pid)
+                job.kernel.finish(job.process, "interrupted")
+                return TurnResult(status="interrupted", error="interrupted")
 
     def ahead_of(self, job: Job) -> int:
         """How many jobs run before ``job`` does (the running one included)."""
@@ -176,8 +190,9 @@ class RunQueue:
             job.kernel.finish(job.process, "interrupted")
             self._end(job, TurnResult(status="interrupted", error="interrupted"))
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Kill everything queued and running, and stop the worker."""
+    def close(self, timeout: float = 10.0) -> bool:
+        """Kill everything queued and running, and stop the worker; False if it is still busy after
+        ``timeout`` seconds (work that cannot stop between tokens: the caller may exit without it)."""
         with self._changed:
             self._closed = True
             pids = {job.pid for job in self._waiting} | ({self._running.pid} if self._running else set())
@@ -185,6 +200,7 @@ class RunQueue:
         for pid in pids:
             self.kill(pid)
         self._worker.join(timeout)
+        return not self._worker.is_alive()
 
     # --- the worker -------------------------------------------------------------------------
 

@@ -33,10 +33,14 @@ def mcp_add(state, name: str, command: tuple[str, ...], url: str | None, env: tu
     cached); afterwards it starts on the first call of one of its tools.
     """
     from llmos_shell.mcp import config
-    from llmos_shell.mcp.drivers import probe
+    from llmos_shell.mcp.drivers import bundled_driver_names, probe
 
     if bool(command) == bool(url):
         raise UsageError("give a command after -- (a stdio server) or --url (a Streamable HTTP server)")
+    drivers = bundled_driver_names() | (set(state.system.plugins) - set(state.system.mcp.drivers))
+    if name in drivers:   # its tools would be NAME.TOOL beside the driver NAME: one of them unusable
+        raise UsageError(f"{name!r} is the name of a driver of llmos already: add it under another name, "
+                         f"e.g. llmos mcp add {name}_graph -- ...")
     entry: dict = {"url": url} if url else {"command": command[0], "args": list(command[1:])}
     if env:
         entry["env"] = _pairs(env, "--env")
@@ -72,8 +76,9 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
 def mcp_list(state, as_json: bool) -> None:
     """The MCP servers of mcp.json, how they are reached, and their cached tools."""
     from llmos_shell.mcp import config
-    from llmos_shell.mcp.drivers import ToolCache
+    from llmos_shell.mcp.drivers import ToolCache, bundled_driver_names
 
+    bundled = bundled_driver_names()
     specs, errors = config.load(state.config.home)
     cache = ToolCache(state.config.home)
     rows = [{"name": s.name, "transport": s.transport, "target": s.describe().split(": ", 1)[1],
@@ -90,6 +95,8 @@ def mcp_list(state, as_json: bool) -> None:
             click.echo(f"{row['name']:<12} " + click.style("error", fg="red") + f" {row['error']}")
             continue
         tools = ", ".join(row["tools"]) if row["tools"] else "(tools not listed yet)"
+        if row["name"] in bundled:
+            tools += f"\n{'':<12} named {row['name']}_mcp: a bundled driver is called {row['name']}"
         click.echo(f"{row['name']:<12} {row['transport']:<6} {row['target']}\n{'':<12} tools: {tools}")
 
 

@@ -21,6 +21,7 @@ syscall result's share of the context cut, with a note saying so.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import os
@@ -181,6 +182,7 @@ class ServerDriver:
         self.call_timeout = spec.timeout or default_timeout or None
         self.cached = False   # the tool list came from the cache: the server has not run yet
         self.skipped: dict[str, str] = {}   # tools that are no syscall (tool name -> why)
+        self.renamed_from: str | None = None   # its name in mcp.json, when a driver had that name already
         self.broken: dict[str, str] = {}   # the System's broken-driver list, given by McpHub.load
 
     def tools(self) -> list[dict[str, Any]]:
@@ -242,6 +244,9 @@ class ServerDriver:
             f"not started{'; tools cached' if self.cached else ''}"
         if self.skipped:
             state += f"; left out: {', '.join(f'{n} ({e})' for n, e in self.skipped.items())}"
+        if self.renamed_from:
+            state += (f"; {self.renamed_from!r} in mcp.json, named {self.spec.name} here: a driver is called "
+                      f"{self.renamed_from} already")
         return DriverStatus(self.spec.name, True, backend=f"{how} ({state})")
 
 
@@ -267,13 +272,18 @@ class McpHub:
             return
         for name, error in errors.items():
             loader.broken[name] = error
+        in_file = {spec.name for spec in specs}
         for spec in specs:
-            if spec.name in loader.loaded or loader.pm.get_plugin(spec.name) is not None:
-                loader.broken[f"{spec.name} (mcp)"] = (f"MCP server {spec.name!r}: a driver of that name is loaded "
-                                                        "already; rename the server in mcp.json")
-                continue
+            taken = lambda name: name in loader.loaded or loader.pm.get_plugin(name) is not None  # noqa: E731
+            renamed_from = None
+            if taken(spec.name):   # a copied Claude Desktop file names its server "memory": namespace it
+                renamed_from = spec.name
+                spec = dataclasses.replace(spec, name=free_name(spec.name, lambda n: taken(n) or n in in_file))
+                log.warning("MCP server %r: a driver of that name is loaded already; its tools are %s.TOOL",
+                            renamed_from, spec.name)
             connection = Connection(spec, self.loop, self.home / "mcp-logs")
             driver = ServerDriver(spec, connection, self.cache, default_timeout=self.config.syscall_timeout)
+            driver.renamed_from = renamed_from
             driver.broken = loader.broken
             self.drivers[spec.name] = driver
             loader.load_plugin(spec.name, driver)
@@ -282,6 +292,22 @@ class McpHub:
         for driver in self.drivers.values():
             driver.connection.close()
         self.loop.close()
+
+
+def free_name(name: str, taken) -> str:
+    """The name an MCP server's driver gets when a driver has ``name`` already: ``memory`` ->
+    ``memory_mcp`` (``memory_mcp2``... if that is taken too)."""
+    for candidate in (f"{name}_mcp", *(f"{name}_mcp{n}" for n in range(2, 1000))):
+        if not taken(candidate):
+            return candidate
+    raise LlmosError(f"MCP server {name!r}: no free name for it")
+
+
+def bundled_driver_names() -> set[str]:
+    """The names of the drivers that ship with llmos (``memory``, ``files``...)."""
+    from llmos_shell.plugins import DEFAULT_PLUGINS
+
+    return {name.rsplit(".", 1)[-1] for name in DEFAULT_PLUGINS}
 
 
 def probe(home: Path, spec: ServerSpec) -> list[dict[str, Any]]:

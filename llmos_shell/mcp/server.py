@@ -29,6 +29,8 @@ from llmos_shell.errors import Denied, LlmosError
 log = logging.getLogger("llmos.mcp.server")
 
 URI_PREFIX = "llmos://files"
+# what a refused destructive call tells the client's user (mcp serve has no --approve ask: no terminal)
+DENIAL_ADVICE = "the operator of `llmos mcp serve` can start it with --approve auto to let it run"
 PAGE = 200   # resources per page of resources/list
 ASK = "ask"
 
@@ -107,7 +109,7 @@ class LlmosMcp:
         """Run one tool (blocking): the syscall's result, or raise (Denied, LlmosError...)."""
         if name == ASK and self.ask:
             return self._ask(arguments, cancel)
-        return self.system.call(name, arguments, approve=self.approve, cancel=cancel)
+        return self.system.call(name, arguments, approve=self.approve, cancel=cancel, advice=DENIAL_ADVICE)
 
     def _ask(self, arguments: dict[str, Any], cancel: threading.Event) -> dict[str, Any]:
         from llmos_shell.errors import UsageError
@@ -118,6 +120,7 @@ class LlmosMcp:
             raise UsageError("ask: 'request' must be a non-empty string")
         with self._cpu_lock:
             kernel = Kernel(self.system, approve=self.approve)
+            kernel.advice = DENIAL_ADVICE
             process = kernel.spawn("mcp ask")
             turn = kernel.run(process, request, cancel=cancel)
         if turn.status not in ("ok",):
@@ -248,6 +251,10 @@ def serve_http(system, port: int, *, approve: str = "never", ask: bool = True, h
     import click
     import uvicorn
 
+    from llmos_shell import web
+
     app = LlmosMcp(system, approve=approve, ask=ask).build().streamable_http_app(host=host)
+    # the checks llmos serve makes (foreign Host or Origin, not JSON, too large), before the SDK's own
+    app = web.Guard(app, web.Policy.listening_on(host, port), error_body=web.jsonrpc_error)
     click.echo(f"llmos: MCP server on http://{host}:{port}/mcp (approve: {approve}); Ctrl-C stops it", err=True)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
