@@ -200,6 +200,21 @@ def test_a_failed_step_is_reported_not_hidden(system):
     assert result.status == "denied" and RAN == [] and system.fs.exists("/notes/dinner.txt")
 
 
+def test_a_step_that_fails_fails_the_turn(system):
+    # the file does not exist: the read raises, and the turn is an error, not a reply about one
+    def missing(path: str) -> str:
+        raise FileNotFoundError(f"no such file: {path}")
+
+    kernel = Kernel(system)
+    process = kernel.spawn("t")
+    process.table.get("read_note").function = missing
+    system.fs.write("/notes/gone.txt", "x")
+    result = kernel.run(process, "What is in /notes/gone.txt?")
+    assert result.status == "error" and result.output == ""
+    assert result.error.startswith("read_note failed: ") and "no such file: /notes/gone.txt" in result.error
+    assert [r.status for r in result.syscalls] == ["error"]
+
+
 def test_an_irreversible_call_from_tool_output_is_not_run_under_auto(system):
     kernel = Kernel(system, approve="auto")
     process = kernel.spawn("t")

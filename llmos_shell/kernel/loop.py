@@ -66,6 +66,13 @@ RELEVANCE_CHARS = 2000
 BARE_NAME = re.compile(r"(?<![\w./-])[\w-]+\.[A-Za-z0-9]{1,5}\b(?!/)")
 INPUT_FOLDERS = ("/inputs/", "/")
 
+# A short request that gives no text of its own and opens like a follow-up ("And into Catalan?", "Now
+# in German please") or points back ("translate it into French") works on the text the same syscall
+# worked on last turn.
+FOLLOW_UP_WORDS = 8
+FOLLOW_UP = re.compile(r"(?i)^\s*(?:and|now|also|what about|how about|then|same|again|ok|okay)\b"
+                       r"|\b(?:it|that|this|them|the same)\b")
+
 # Syscalls that work on the filesystem.
 FILE_CAPABILITIES = ("reads_fs", "writes_fs")
 
@@ -178,6 +185,16 @@ def _literal(request: str) -> str | None:
         return quoted[0][1:-1]
     match = LEAD_IN.match(request.strip())
     return sanitise(match.group(2).strip()) if match and not quoted else None
+
+
+def _unmended_failure(records: list[SyscallRecord]) -> SyscallRecord | None:
+    """A syscall of the turn that failed with no later successful call of the same syscall
+    (the model mending its arguments), else None."""
+    for i, record in enumerate(records):
+        if record.status == "error" and not any(r.name == record.name and r.status == "ok"
+                                                for r in records[i + 1:]):
+            return record
+    return None
 
 
 def _json(value: Any) -> str:
@@ -341,6 +358,10 @@ class Kernel:
                                                           transient=NO_FUNCTION_FITS)
                 turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)
                 turn.status = "ok"
+                failed = _unmended_failure(turn.syscalls)
+                if failed is not None:   # the reply can only tell of the failure: the task failed
+                    turn.status = "error"
+                    turn.error = f"{failed.name} failed: {failed.error}"
                 break
             else:
                 turn.status = "max_steps"
@@ -427,8 +448,10 @@ class Kernel:
                              else result_text(last.result))
         output = process.table.get(last.name).output if last is not None else None
         if last is not None and last.status != "ok":
-            turn.output = f"{last.name} failed: {last.error}"
-        elif output and not _nothing_shown(last.result, output):
+            # A failed step is a failed task: the user asked for its result and did not get it.
+            self._failed(process, turn, last)
+            return
+        if output and not _nothing_shown(last.result, output):
             turn.output = sanitise(self._outputs(process, turn))  # shown, and kept in the context
         else:
             if last is None:   # a request the model answers itself
@@ -454,6 +477,14 @@ class Kernel:
         events.token(turn.output)
         turn.status = "ok"
 
+    @staticmethod
+    def _failed(process: Process, turn: TurnResult, record: SyscallRecord) -> None:
+        """End the turn as failed by ``record``: status ``error`` (exit 1 for a task), the error as one
+        line; the context keeps a note of it so that a later turn knows it was not done."""
+        turn.status = "error"
+        turn.error = f"{record.name} failed: {record.error}"
+        process.memory.add("assistant", f"I could not do that: {turn.error}")
+
     def _would_call(self, process: Process, syscall: Syscall, turn: TurnResult) -> bool:
         """Shown only this syscall, is the model likely to call it now? (A syscall the router knows
         from its description alone: see Router.described_candidate.)"""
@@ -472,6 +503,11 @@ class Kernel:
             made = process.table.get(before.name)
             if made.output and not _nothing_shown(before.result, made.output):
                 text = shown(before.result, made.output) + "\n\n" + text
+        # a driver that may be wrong says so (hookspecs: ``unsure``): told to the user, never piped on
+        doubts = [r.result["unsure"] for r in turn.syscalls
+                  if r.status == "ok" and isinstance(r.result, dict) and r.result.get("unsure")]
+        if doubts:
+            text += "\n\n" + "\n".join(f"(unsure: {doubt})" for doubt in dict.fromkeys(doubts))
         return text
 
     def _fill(self, process: Process, syscall: Syscall, request: str, path: str | None, piped: str | None,
@@ -492,10 +528,15 @@ class Kernel:
                 properties["path"] = {**properties["path"], "enum": named}
             elif "path" not in required:
                 properties.pop("path")   # nobody named one: the driver's default, never an invented path
+        if syscall.input and piped is None and path is None:
+            piped = self._followed_up(process, syscall, request)
         if syscall.input and piped is not None:
             fixed[syscall.input] = piped
         elif path is not None and syscall.input and syscall.input not in required:
             properties.pop(syscall.input, None)   # it reads the file: no text besides (summarise's text)
+        if syscall.from_request is not None:   # values the request's phrasing gives away ("... in Catalan")
+            said_values = syscall.from_request(request) or {}
+            fixed.update({k: v for k, v in said_values.items() if k in properties and k not in fixed})
         for key in fixed:
             properties.pop(key, None)
         said = _content_words(request)
@@ -523,6 +564,19 @@ class Kernel:
             call = without_inventions(parse_call(generation.text), schema, Source([request, piped or ""]))
             arguments.update(call["arguments"])
         return {"name": syscall.name, "arguments": arguments}
+
+    def _followed_up(self, process: Process, syscall: Syscall, request: str) -> str | None:
+        """The text a follow-up request works on: "And into Catalan?" after "Translate 'good night'
+        into Spanish" is the same text again. A short request that gives no text of its own (no
+        quotes, no path, no lead-in) and reads as a follow-up (FOLLOW_UP) takes the ``input`` of this
+        process's last successful call of the same syscall; else None."""
+        if QUOTED.search(request) or PATH.search(request) or LEAD_IN.match(request.strip()) \
+                or len(request.split()) > FOLLOW_UP_WORDS or not FOLLOW_UP.search(request):
+            return None
+        earlier = [r for r in self.machine.fs.syscalls(process.pid)
+                   if r["name"] == syscall.name and r["status"] == "ok"]
+        value = earlier[-1]["arguments"].get(syscall.input) if earlier else None
+        return value if isinstance(value, str) and value.strip() else None
 
     def _worth_making(self, calls: list[dict], process: Process, turn: TurnResult, request: str, *,
                       wanted: bool) -> list[dict]:

@@ -372,6 +372,10 @@ def _read_named_files(plan: Plan, text: str, table: SyscallTable, kind_of) -> No
         step = Step(reader, plan.scores.get(reader.name, 0.0), path=path)
         if first is None:
             plan.steps.append(step)
+        elif _stores_to_a_path(first) and "audio_out" not in first.capabilities and len(PATH.findall(text)) == 1:
+            # "Add eggs to my shopping list in /notes/shopping.txt": the file it names is where the text
+            # goes; read and piped in, it would be written into itself ("milk bread milk bread")
+            return
         elif first.input and not literal:
             plan.steps.insert(0, step)   # it works on text the request does not give: read the file, pipe it
         elif first.reads or "path" not in first.parameters.get("properties", {}):
