@@ -566,12 +566,9 @@ def translate(text: str, target_lang: str, source_lang: str | None = None, ctx=N
     notes = [] if source is not None else ["the source language could not be told"]
     if mode and (backend == "apertium" or (backend == "auto" and (source, target) not in CPU_BETTER)):
         translation, unknown = apertium_with_unknowns(text, mode)
-        if not unknown or backend == "apertium" or ctx is None:
-            if unknown:
-                notes.append(f"Apertium did not know {', '.join(repr(w) for w in unknown)}")
-            return _noted({**result, "translation": translation, "backend": f"apertium {mode}"}, notes)
-        # words Apertium passed through untranslated: the CPU's try instead, said to be unsure
-        notes.append(f"Apertium did not know {', '.join(repr(w) for w in unknown)}; the model translated it")
+        if unknown:   # passed through untranslated: the user is told which
+            notes.append(f"Apertium did not know {', '.join(repr(w) for w in unknown)}")
+        return _noted({**result, "translation": translation, "backend": f"apertium {mode}"}, notes)
     cpu = ctx.cpu  # loads the model on first use; raises a clear LlmosError when none is installed
     cancel = ctx.cancel if ctx is not None else None
     translation = translate_cpu(text, target, cpu, cancel)
@@ -595,6 +592,7 @@ EXAMPLES = [
     "What does 'Wo ist der Bahnhof?' mean in English?",
     "Translate the sign 'EXIT ONLY' into Catalan",
     "Put 'Happy birthday, grandma!' into Portuguese",
+    "Translate /docs/menu.txt into Italian",
 ]
 
 

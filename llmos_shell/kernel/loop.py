@@ -187,6 +187,50 @@ def _literal(request: str) -> str | None:
     return sanitise(match.group(2).strip()) if match and not quoted else None
 
 
+# A request for the items of a text that are of some kind: "Which errors are in ...", "list the
+# warnings in ...", "show me the lines about ...". Not "how many", "when", "is there": those the model
+# answers.
+SELECTING = re.compile(r"(?i)^\W*(?:(?:please|pls|can you|could you)\W+)?"
+                       r"(?:which|what|list|show|find|give me|tell me|print|display|get|grep)\b")
+# Words of such a request that name no kind of item.
+_NOT_A_KIND = frozenset("""list show find give tell print display get grep lines line items item entries entry
+everything anything mentioned mention mentions say says written there please can could about
+does did have whats
+""".split())
+# A text of more lines than this is not answered line by line.
+MAX_SELECT_LINES = 200
+
+
+def _stem(word: str) -> str:
+    for ending in ("ies", "es", "s"):
+        if word.endswith(ending) and len(word) - len(ending) >= 3:
+            return word[:-len(ending)] + ("y" if ending == "ies" else "")
+    return word
+
+
+def lines_asked_for(request: str, results: list[Any]) -> str | None:
+    """The lines of a read text that a selecting request asks for (SELECTING), all of them, as
+    written: the lines that contain a word of the request's kind ("errors" -> lines with "ERROR",
+    "warnings" -> "WARN"). None when the request does not select, or its words pick out no line, or
+    every line (then the model answers: "what appointments are in ..." names no word of the text)."""
+    texts = [r for r in results if isinstance(r, str)]
+    if len(texts) != 1 or not SELECTING.search(request):
+        return None
+    lines = [line for line in texts[0].splitlines() if line.strip()]
+    if not 2 <= len(lines) <= MAX_SELECT_LINES:
+        return None
+    words = {_stem(w) for w in _content_words(PATH.sub(" ", QUOTED.sub(" ", request))) if w not in _NOT_A_KIND}
+
+    def names_one(line: str) -> bool:
+        for w in re.findall(r"[a-z]{3,}", line.lower()):
+            if any(w == k or (len(w) >= 4 and k.startswith(w)) or (len(k) >= 4 and _stem(w) == k) for k in words):
+                return True
+        return False
+
+    picked = [line for line in lines if names_one(line)]
+    return "\n".join(picked) if 0 < len(picked) < len(lines) else None
+
+
 def _unmended_failure(records: list[SyscallRecord]) -> SyscallRecord | None:
     """A syscall of the turn that failed with no later successful call of the same syscall
     (the model mending its arguments), else None."""
@@ -424,6 +468,8 @@ class Kernel:
         turn_start = len(process.memory.messages) - 1   # this turn's messages: the request onwards
         text = self._with_full_paths(text)
         plan = self.router.plan(text, process.table, self.kind_of)
+        if not plan.steps and (again := self._follow_up_syscall(process, text, plan.scores)) is not None:
+            plan.steps.append(Step(again, plan.scores.get(again.name, 0.0)))   # "And into Catalan?"
         candidate = self.router.described_candidate(plan, process.table)
         if candidate is not None and self._would_call(process, candidate, turn):
             plan.steps.append(Step(candidate, plan.scores[candidate.name]))
@@ -460,6 +506,14 @@ class Kernel:
                 prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, tools=[],
                                                       transient={"role": "user", "content": text},
                                                       hide_last=len(process.memory.messages) - turn_start)
+            elif (picked := lines_asked_for(text, [r.result for r in turn.syscalls if r.status == "ok"])):
+                # "Which errors are in /logs/app.log?": every line that names them, as written (the
+                # model, asked, lists one of two)
+                turn.output = picked
+                process.memory.add("assistant", picked)
+                events.token(picked)
+                turn.status = "ok"
+                return
             else:
                 # A result the model answers a question from (a file read for "how many eggs?"). Small
                 # models lose a result behind call and tool turns ("I don't have any function results"):
@@ -564,6 +618,22 @@ class Kernel:
             call = without_inventions(parse_call(generation.text), schema, Source([request, piped or ""]))
             arguments.update(call["arguments"])
         return {"name": syscall.name, "arguments": arguments}
+
+    def _follow_up_syscall(self, process: Process, request: str, scores: dict[str, float]) -> Syscall | None:
+        """The syscall a follow-up fragment asks for again: "And into Catalan?" right after a
+        translation reads as chat to the router, yet it is the same action on the same text. The
+        last syscall this process ran, when the request reads as a follow-up (FOLLOW_UP) and that
+        syscall is the router's first choice among syscalls."""
+        if not FOLLOW_UP.search(request) or len(request.split()) > FOLLOW_UP_WORDS:
+            return None
+        earlier = [r for r in self.machine.fs.syscalls(process.pid) if r["status"] == "ok"]
+        if not earlier or earlier[-1]["name"] not in process.table:
+            return None
+        best = max((n for n in scores if n), key=scores.get, default=None)
+        if best != earlier[-1]["name"]:
+            return None
+        syscall = process.table.get(best)
+        return syscall if syscall.input and self._followed_up(process, syscall, request) else None
 
     def _followed_up(self, process: Process, syscall: Syscall, request: str) -> str | None:
         """The text a follow-up request works on: "And into Catalan?" after "Translate 'good night'
