@@ -101,7 +101,7 @@ def main() -> int:
         for row in rows:
             source, target = row["source"], row["target"]
             direction = f"{source}-{target}"
-            guessed = tr.guess_language(row["text"], target)
+            guessed = tr.source_language(row["text"], target)
             detected[(row["split"], guessed == source or (source == "sh" and guessed in tr._HBS_VARIANTS.values()))] += 1
             for backend in backends:
                 started = time.perf_counter()
