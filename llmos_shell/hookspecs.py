@@ -189,7 +189,8 @@ def register_syscalls(register: Callable[..., None]) -> None:
     """Register this plugin's syscalls.
 
     Call ``register(function, name=None, capabilities=(), examples=(), output=None,
-    timeout=None, reads=(), input=None, parameters=None, description=None)`` once per syscall.
+    timeout=None, reads=(), input=None, parameters=None, description=None, from_request=None)``
+    once per syscall.
     ``function`` is a typed function with a docstring: its JSON schema comes from
     the signature (``str``, ``int``, ``float``, ``bool``, ``list[X]``, ``Literal[...]``
     enums, defaults) and the docstring's ``Args:`` section (descriptions). A
@@ -210,14 +211,21 @@ def register_syscalls(register: Callable[..., None]) -> None:
     result, or None (the default) when the result is data the model answers from
     (a file read to answer a question about it). A result whose output field is
     empty (None, "", []) has nothing to show: the model replies to the request as
-    if the syscall had not run (``recall`` that found nothing). ``timeout`` is how many seconds a
+    if the syscall had not run (``recall`` that found nothing). A dict result may carry
+    ``unsure``: a short reason its output may be wrong ("Apertium did not know 'whats'"); the
+    kernel tells the user after the reply, and never pipes it to a next step. ``timeout`` is how many seconds a
     call may take before the kernel cuts it off (None: the configured default).
     ``reads`` lists the kinds of file (MIME patterns: ``"image/*"``, ``"text/*"``,
     ``"inode/directory"``) that the syscall's ``path`` parameter takes: when a
     request names a file, the kernel runs a syscall that reads that kind first.
     ``input`` names the parameter that takes the previous step's output, as a
     command reads a pipe: in "read the sign and translate it", the OCR text goes
-    to translate's ``text`` (``input="text"``).
+    to translate's ``text`` (``input="text"``). ``from_request`` is a function that reads
+    argument values from the user's request as they said them and returns them as a dict
+    (``"how do you say 'hi' in Catalan?"`` -> ``{"target_lang": "ca"}``; ``{}`` when the request
+    says none): when the kernel plans a call of this syscall for a request, it sets these values
+    itself and the model decodes only the rest. Use it for values a fixed phrasing gives
+    away that a small model gets wrong; it must never guess.
 
     A function whose arguments another protocol describes (the MCP bridge does this for each
     tool of an MCP server) passes ``parameters=`` (a JSON Schema of an object) and

@@ -67,6 +67,9 @@ class Syscall:
     reads: tuple[str, ...] = ()
     #: The parameter that takes the previous step's output, as a command reads a pipe ("text").
     input: str | None = None
+    #: Reads argument values from the user's request as they said them ("... into Catalan" ->
+    #: target_lang "ca"): the kernel sets these instead of having the model decode them.
+    from_request: Callable[[str], dict[str, Any]] | None = None
 
     def reads_kind(self, mime: str) -> bool:
         """Does the ``path`` argument take a file of this MIME type?"""
@@ -172,7 +175,8 @@ def make_syscall(function: Callable[..., Any], *, name: str | None = None,
                  capabilities: typing.Iterable[str] = (), driver: str = "", examples: typing.Iterable[str] = (),
                  output: str | None = None, timeout: float | None = None, reads: typing.Iterable[str] = (),
                  input: str | None = None, parameters: dict[str, Any] | None = None,
-                 description: str | None = None) -> Syscall:
+                 description: str | None = None,
+                 from_request: Callable[[str], dict[str, Any]] | None = None) -> Syscall:
     """Build a :class:`Syscall` from a typed, documented function.
 
     ``parameters`` (a JSON Schema) and ``description`` describe a function that takes its arguments
@@ -201,9 +205,12 @@ def make_syscall(function: Callable[..., Any], *, name: str | None = None,
         raise SyscallError(f"{name}: reads= describes the 'path' parameter, and there is none")
     if input is not None and input not in parameters["properties"]:
         raise SyscallError(f"{name}: input={input!r} names no parameter")
+    if from_request is not None and not callable(from_request):
+        raise SyscallError(f"{name}: from_request must be a function of the request's text")
     return Syscall(name=name, function=function, description=description, parameters=parameters,
                    capabilities=frozenset(capabilities), driver=driver, wants_ctx=wants_ctx,
-                   examples=examples, output=output, timeout=timeout, reads=reads, input=input)
+                   examples=examples, output=output, timeout=timeout, reads=reads, input=input,
+                   from_request=from_request)
 
 
 def _schema_described(function: Callable[..., Any], name: str, parameters: Any,

@@ -7,6 +7,7 @@ the rest, binary files are described (type, size), never returned as bytes.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import Any
 
@@ -70,9 +71,33 @@ def write_file(ctx: SyscallContext, path: str, content: str, append: bool = Fals
         content: The text to write.
         append: Add to the end of the file instead of replacing it.
     """
+    if append and content and ctx.fs.exists(path) and ctx.fs.stat(path)["text"]:
+        content = _as_next_line(ctx.fs.read_text(path), content)
     info = ctx.fs.write(path, content, append=append)
     return {"path": info["path"], "size": info["size"], "mime": info["mime"], "appended": append,
             "done": f"{'Added to' if append else 'Saved'} {info['path']} ({info['size']} bytes)."}
+
+
+# A request to add to a file rather than replace it: "Add eggs to ...", "append ...", "... at the end of".
+ADDING = re.compile(r"(?i)^\W*(?:(?:please|pls|can you|could you|would you)\W+)?(?:add|append)\b"
+                    r"|\bappend\b|\b(?:to|at) the (?:end|bottom) of\b")
+
+
+def adding_said(request: str) -> dict[str, Any]:
+    """write_file's ``append`` as the request says it: true for "Add eggs to my list in ...";
+    nothing otherwise (the model decides)."""
+    return {"append": True} if ADDING.search(request) else {}
+
+
+def _as_next_line(existing: str, content: str) -> str:
+    """What to append so that a file of lines stays one: a text added to "milk\nbread\n" is a line
+    of its own ("eggs\n"), never glued to the last one ("breadeggs"). A text that starts with
+    a space or a newline is added as written."""
+    if not existing or content[:1].isspace():
+        return content
+    if not existing.endswith("\n"):
+        content = "\n" + content
+    return content if content.endswith("\n") or not existing.endswith("\n") else content + "\n"
 
 
 def delete_file(ctx: SyscallContext, path: str, recursive: bool = False) -> dict[str, Any]:
@@ -113,7 +138,8 @@ def register_syscalls(register) -> None:
         "How much flour does the recipe in /kitchen/bread.txt need?",
         "What is Anna's email address? It's in /data/people.csv", "Read the file /docs/notes.txt",
     ])
-    register(write_file, capabilities=["writes_fs"], input="content", output="done", examples=[
+    register(write_file, capabilities=["writes_fs"], input="content", output="done", from_request=adding_said,
+             examples=[
         "Write 'call the plumber' to /notes/todo.txt", "Save 'meeting at 3pm' in /notes/reminder.txt",
         "Create a file /notes/shopping.txt with eggs, milk and bread",
         "Add 'buy stamps' to the end of /notes/todo.txt", "Put the text 'hello world' into /tmp/hello.txt",

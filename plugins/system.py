@@ -476,6 +476,8 @@ CALCULATE_EXAMPLES = [
     "What is the square root of 144?",
     "Add 0.1 and 0.2",
     "How much is 19.99 times 3 plus 4.50?",
+    "How many minutes are there in three hours?",
+    "How many days are in 6 weeks?",
 ]
 TIME_EXAMPLES = [
     "What time is it?",

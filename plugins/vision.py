@@ -358,6 +358,7 @@ def register_syscalls(register):
         "Describe the picture /photos/beach.jpg", "What is in the photo /photos/party.png?",
         "How big is the image /inputs/logo.png?", "Are there any faces in /photos/group.jpg?",
         "Tell me about the image /camera/img_001.jpg", "What colours are in /art/painting.png?",
+        "Is there someone in /photos/garden.jpg?", "Who is in the picture /camera/img_042.png?",
     ])
 
 

@@ -346,3 +346,51 @@ def test_no_cpu_translation_repeats_the_prompt(cpu_system, target):
         assert driver.leak(translation, text, driver.language_code(target)) is None, (text, translation)
     # refusing is allowed, but a driver that refuses most texts does not translate
     assert len(failures) <= 2, failures
+
+
+# --- the languages a request names (the kernel sets them: from_request) -------------------
+
+@pytest.mark.parametrize("request_, said", [
+    ("How do you say 'thank you very much' in Catalan?", {"target_lang": "ca"}),
+    ("What does 'buenos días' mean in English?", {"target_lang": "en"}),
+    ("pls translate 'i love you' to spanish", {"target_lang": "es"}),
+    ("Translate /letters/carta.txt into English", {"target_lang": "en"}),
+    ("And into Catalan?", {"target_lang": "ca"}),
+    ("What does 'merci' mean?", {"target_lang": "en"}),
+    ("Translate this Spanish letter into English", {"target_lang": "en", "source_lang": "es"}),
+    ("translate german to french: hallo", {"source_lang": "de", "target_lang": "fr"}),
+    ("What is the Italian for 'good morning'?", {"target_lang": "it"}),
+    # quoted text and paths are not read; a language word in no translating phrase says nothing
+    ("Translate 'I live in France' into Basque", {"target_lang": "eu"}),
+    ("Translate /notes/in-english.txt into Galician", {"target_lang": "gl"}),
+    ("The Spanish team won", {}),
+])
+def test_the_languages_a_request_names(request_, said):
+    assert driver.request_languages(request_) == said
+
+
+@pytest.mark.parametrize("text, tidy", [
+    ("i love you", "I love you"), ("whats your name", "What's your name"),
+    ("pls call me, im late", "Please call me, I'm late"), ("I think its fine", "I think its fine"),
+])
+def test_casual_english_is_tidied_before_translating(text, tidy):
+    assert driver.tidy_english(text) == tidy
+
+
+@pytest.mark.parametrize("text, target, source", [
+    ("buenos días", "en", "es"), ("merci beaucoup", "en", "fr"), ("good night", "es", "en"),
+    ("Danke schön", "en", "de"),
+])
+def test_a_short_text_is_not_taken_for_the_language_it_goes_into(text, target, source):
+    needs_lingua()
+    if target != "en":
+        needs_pair("eng-spa")
+    assert driver.source_language(text, target) == source
+
+
+@pytest.mark.system
+@apertium
+def test_apertiums_unknown_words_are_named_and_unmarked():
+    needs_pair("eng-spa")
+    translation, unknown = driver.apertium_with_unknowns("The zorblax is red", "eng-spa")
+    assert unknown == ["zorblax"] and "zorblax" in translation and "*" not in translation

@@ -104,3 +104,25 @@ def test_bad_arguments_and_paths(system):
         system.call("read_file", {"path": "/a\x00b"})
     with pytest.raises(FsError, match="no such file: /missing"):
         system.call("read_file", {"path": "/missing"})
+
+
+def test_an_append_to_a_file_of_lines_is_a_line_of_its_own(system):
+    system.call("write_file", {"path": "/notes/shop.txt", "content": "milk\nbread\n"})
+    system.call("write_file", {"path": "/notes/shop.txt", "content": "eggs", "append": True})
+    system.call("write_file", {"path": "/notes/shop.txt", "content": "tea", "append": True})
+    assert system.fs.read_text("/notes/shop.txt") == "milk\nbread\neggs\ntea\n"
+    system.call("write_file", {"path": "/notes/one.txt", "content": "hello"})
+    system.call("write_file", {"path": "/notes/one.txt", "content": " world", "append": True})
+    assert system.fs.read_text("/notes/one.txt") == "hello world"
+
+
+@pytest.mark.parametrize("request_, said", [
+    ("Add eggs to my shopping list in /notes/shopping.txt", {"append": True}),
+    ("please append 'tea' to /notes/shop.txt", {"append": True}),
+    ("Write 'milk' at the end of /notes/shop.txt", {"append": True}),
+    ("Write 'call the plumber' to /notes/todo.txt", {}),
+])
+def test_append_is_read_from_the_request(request_, said):
+    from llmos_plugins.files import adding_said
+
+    assert adding_said(request_) == said

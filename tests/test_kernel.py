@@ -144,7 +144,9 @@ def test_driver_error_goes_back_to_the_model(setup):
     kernel = Kernel(system)
     process = kernel.spawn("t")
     result = kernel.run(process, "explode, the reason: disk on fire")
-    assert result.status == "ok" and result.output == "Sorry, that failed."
+    # the model is told, and says so; the turn still failed: a failed step is a failed task
+    assert result.output == "Sorry, that failed."
+    assert result.status == "error" and result.error == "explode failed: " + result.syscalls[0].error
     record = result.syscalls[0]
     assert record.status == "error" and "disk on fire" in record.error
     assert "disk on fire" in cpu.prompts[-1]

@@ -200,6 +200,61 @@ def test_a_failed_step_is_reported_not_hidden(system):
     assert result.status == "denied" and RAN == [] and system.fs.exists("/notes/dinner.txt")
 
 
+def test_a_step_that_fails_fails_the_turn(system):
+    # the file does not exist: the read raises, and the turn is an error, not a reply about one
+    def missing(path: str) -> str:
+        raise FileNotFoundError(f"no such file: {path}")
+
+    kernel = Kernel(system)
+    process = kernel.spawn("t")
+    process.table.get("read_note").function = missing
+    system.fs.write("/notes/gone.txt", "x")
+    result = kernel.run(process, "What is in /notes/gone.txt?")
+    assert result.status == "error" and result.output == ""
+    assert result.error.startswith("read_note failed: ") and "no such file: /notes/gone.txt" in result.error
+    assert [r.status for r in result.syscalls] == ["error"]
+
+
+def test_a_follow_up_fragment_works_on_the_text_of_the_last_turn(system):
+    system.cpu.enqueue(call("shout", style="caps"), call("shout", style="caps"))
+    kernel = Kernel(system)
+    process = kernel.spawn("t")
+    kernel.run(process, "Yell 'good morning'")
+    result = kernel.run(process, "And now shout it again?")
+    assert [r.name for r in result.syscalls] == ["shout"]
+    assert RAN[-1][1]["text"] == "good morning" and result.output == "GOOD MORNING!"
+
+
+def test_values_the_request_says_are_set_by_the_kernel(system):
+    process_table = system.table
+    process_table.get("shout").from_request = lambda request: {"style": "caps"} if "loud" in request else {}
+    kernel = Kernel(system)
+    result = kernel.run(kernel.spawn("t"), "Say 'watch out' loudly")
+    # every value is known: the model is not asked at all
+    assert RAN == [("shout", {"text": "watch out", "style": "caps"})] and system.cpu.prompts == []
+    assert result.output == "WATCH OUT!"
+
+
+def test_an_append_to_the_file_named_is_not_piped_that_file(system):
+    system.cpu.enqueue(call("store", content="eggs", append=True))
+    kernel = Kernel(system)
+    kernel.run(kernel.spawn("t"), "Store eggs too in /notes/dinner.txt")
+    assert [name for name, _ in RAN] == ["store"]
+    assert RAN[0][1] == {"path": "/notes/dinner.txt", "content": "eggs", "append": True}
+
+
+def test_which_lines_a_selecting_request_asks_for():
+    from llmos_shell.kernel.loop import lines_asked_for
+
+    log = "09:00 INFO boot\n09:01 ERROR no config\n09:02 INFO retry\n09:03 ERROR no database\n"
+    assert lines_asked_for("Which errors are in /logs/app.log?", [log]) == "09:01 ERROR no config\n09:03 ERROR no database"
+    assert lines_asked_for("list the warnings in /x.log", ["a WARN b\nc INFO\nd WARN e"]) == "a WARN b\nd WARN e"
+    # not a selecting request; no line of its kind; every line: the model answers
+    assert lines_asked_for("How many errors are in /logs/app.log?", [log]) is None
+    assert lines_asked_for("Which appointments are in /c.txt?", ["Mon dentist\nTue school"]) is None
+    assert lines_asked_for("Which errors are in /x.log?", ["ERROR a\nERROR b"]) is None
+
+
 def test_an_irreversible_call_from_tool_output_is_not_run_under_auto(system):
     kernel = Kernel(system, approve="auto")
     process = kernel.spawn("t")

@@ -69,6 +69,13 @@ RELEVANCE_CHARS = 2000
 BARE_NAME = re.compile(r"(?<![\w./-])[\w-]+\.[A-Za-z0-9]{1,5}\b(?!/)")
 INPUT_FOLDERS = ("/inputs/", "/")
 
+# A short request that gives no text of its own and opens like a follow-up ("And into Catalan?", "Now
+# in German please") or points back ("translate it into French") works on the text the same syscall
+# worked on last turn.
+FOLLOW_UP_WORDS = 8
+FOLLOW_UP = re.compile(r"(?i)^\s*(?:and|now|also|what about|how about|then|same|again|ok|okay)\b"
+                       r"|\b(?:it|that|this|them|the same)\b")
+
 # Syscalls that work on the filesystem.
 FILE_CAPABILITIES = ("reads_fs", "writes_fs")
 
@@ -207,6 +214,60 @@ def _read_paths(process: Process, turn: TurnResult) -> set[str]:
                 and not _stores(process.table.get(record.name)):
             read.add(normalise_quietly(path))
     return read - {None}
+
+
+# A request for the items of a text that are of some kind: "Which errors are in ...", "list the
+# warnings in ...", "show me the lines about ...". Not "how many", "when", "is there": those the model
+# answers.
+SELECTING = re.compile(r"(?i)^\W*(?:(?:please|pls|can you|could you)\W+)?"
+                       r"(?:which|what|list|show|find|give me|tell me|print|display|get|grep)\b")
+# Words of such a request that name no kind of item.
+_NOT_A_KIND = frozenset("""list show find give tell print display get grep lines line items item entries entry
+everything anything mentioned mention mentions say says written there please can could about
+does did have whats
+""".split())
+# A text of more lines than this is not answered line by line.
+MAX_SELECT_LINES = 200
+
+
+def _stem(word: str) -> str:
+    for ending in ("ies", "es", "s"):
+        if word.endswith(ending) and len(word) - len(ending) >= 3:
+            return word[:-len(ending)] + ("y" if ending == "ies" else "")
+    return word
+
+
+def lines_asked_for(request: str, results: list[Any]) -> str | None:
+    """The lines of a read text that a selecting request asks for (SELECTING), all of them, as
+    written: the lines that contain a word of the request's kind ("errors" -> lines with "ERROR",
+    "warnings" -> "WARN"). None when the request does not select, or its words pick out no line, or
+    every line (then the model answers: "what appointments are in ..." names no word of the text)."""
+    texts = [r for r in results if isinstance(r, str)]
+    if len(texts) != 1 or not SELECTING.search(request):
+        return None
+    lines = [line for line in texts[0].splitlines() if line.strip()]
+    if not 2 <= len(lines) <= MAX_SELECT_LINES:
+        return None
+    words = {_stem(w) for w in _content_words(PATH.sub(" ", QUOTED.sub(" ", request))) if w not in _NOT_A_KIND}
+
+    def names_one(line: str) -> bool:
+        for w in re.findall(r"[a-z]{3,}", line.lower()):
+            if any(w == k or (len(w) >= 4 and k.startswith(w)) or (len(k) >= 4 and _stem(w) == k) for k in words):
+                return True
+        return False
+
+    picked = [line for line in lines if names_one(line)]
+    return "\n".join(picked) if 0 < len(picked) < len(lines) else None
+
+
+def _unmended_failure(records: list[SyscallRecord]) -> SyscallRecord | None:
+    """A syscall of the turn that failed with no later successful call of the same syscall
+    (the model mending its arguments), else None."""
+    for i, record in enumerate(records):
+        if record.status == "error" and not any(r.name == record.name and r.status == "ok"
+                                                for r in records[i + 1:]):
+            return record
+    return None
 
 
 def _json(value: Any) -> str:
@@ -381,6 +442,10 @@ class Kernel:
                                                           transient=NO_FUNCTION_FITS)
                 turn.output = self._reply(process, prompt, turn, seed, temperature, events, cancel)
                 turn.status = "ok"
+                failed = _unmended_failure(turn.syscalls)
+                if failed is not None:   # the reply can only tell of the failure: the task failed
+                    turn.status = "error"
+                    turn.error = f"{failed.name} failed: {failed.error}"
                 break
             else:
                 turn.status = "max_steps"
@@ -444,6 +509,8 @@ class Kernel:
         text = self._with_full_paths(text)
         turn.roles = self._roles(text)
         plan = self.router.plan(text, process.table, self.kind_of)
+        if not plan.steps and (again := self._follow_up_syscall(process, text, plan.scores)) is not None:
+            plan.steps.append(Step(again, plan.scores.get(again.name, 0.0)))   # "And into Catalan?"
         candidate = self.router.described_candidate(plan, process.table)
         if candidate is not None and self._would_call(process, candidate, turn):
             plan.steps.append(Step(candidate, plan.scores[candidate.name]))
@@ -468,8 +535,10 @@ class Kernel:
                              else result_text(last.result))
         output = process.table.get(last.name).output if last is not None else None
         if last is not None and last.status != "ok":
-            turn.output = f"{last.name} failed: {last.error}"
-        elif output and not _nothing_shown(last.result, output):
+            # A failed step is a failed task: the user asked for its result and did not get it.
+            self._failed(process, turn, last)
+            return
+        if output and not _nothing_shown(last.result, output):
             turn.output = sanitise(self._outputs(process, turn))  # shown, and kept in the context
         else:
             if last is None:   # a request the model answers itself
@@ -478,6 +547,14 @@ class Kernel:
                 prompt, _used = process.memory.prompt(self.cpu, reserve=self.max_tokens, tools=[],
                                                       transient={"role": "user", "content": text},
                                                       hide_last=len(process.memory.messages) - turn_start)
+            elif (picked := lines_asked_for(text, [r.result for r in turn.syscalls if r.status == "ok"])):
+                # "Which errors are in /logs/app.log?": every line that names them, as written (the
+                # model, asked, lists one of two)
+                turn.output = picked
+                process.memory.add("assistant", picked)
+                events.token(picked)
+                turn.status = "ok"
+                return
             else:
                 # A result the model answers a question from (a file read for "how many eggs?"). Small
                 # models lose a result behind call and tool turns ("I don't have any function results"):
@@ -494,6 +571,14 @@ class Kernel:
         process.memory.add("assistant", turn.output)
         events.token(turn.output)
         turn.status = "ok"
+
+    @staticmethod
+    def _failed(process: Process, turn: TurnResult, record: SyscallRecord) -> None:
+        """End the turn as failed by ``record``: status ``error`` (exit 1 for a task), the error as one
+        line; the context keeps a note of it so that a later turn knows it was not done."""
+        turn.status = "error"
+        turn.error = f"{record.name} failed: {record.error}"
+        process.memory.add("assistant", f"I could not do that: {turn.error}")
 
     def _would_call(self, process: Process, syscall: Syscall, turn: TurnResult) -> bool:
         """Shown only this syscall, is the model likely to call it now? (A syscall the router knows
@@ -513,6 +598,11 @@ class Kernel:
             made = process.table.get(before.name)
             if made.output and not _nothing_shown(before.result, made.output):
                 text = shown(before.result, made.output) + "\n\n" + text
+        # a driver that may be wrong says so (hookspecs: ``unsure``): told to the user, never piped on
+        doubts = [r.result["unsure"] for r in turn.syscalls
+                  if r.status == "ok" and isinstance(r.result, dict) and r.result.get("unsure")]
+        if doubts:
+            text += "\n\n" + "\n".join(f"(unsure: {doubt})" for doubt in dict.fromkeys(doubts))
         return text
 
     def _fill(self, process: Process, syscall: Syscall, request: str, path: str | None, piped: str | None,
@@ -540,10 +630,15 @@ class Kernel:
                 properties["path"] = {**properties["path"], "enum": named}
             elif "path" not in required:
                 properties.pop("path")   # nobody named one: the driver's default, never an invented path
+        if syscall.input and piped is None and path is None:
+            piped = self._followed_up(process, syscall, request)
         if syscall.input and piped is not None:
             fixed[syscall.input] = piped
         elif path is not None and syscall.input and syscall.input not in required:
             properties.pop(syscall.input, None)   # it reads the file: no text besides (summarise's text)
+        if syscall.from_request is not None:   # values the request's phrasing gives away ("... in Catalan")
+            said_values = syscall.from_request(request) or {}
+            fixed.update({k: v for k, v in said_values.items() if k in properties and k not in fixed})
         for key in fixed:
             properties.pop(key, None)
         said = _content_words(request)
@@ -571,6 +666,35 @@ class Kernel:
             call = without_inventions(parse_call(generation.text), schema, Source([request, piped or ""]))
             arguments.update(call["arguments"])
         return {"name": syscall.name, "arguments": arguments}
+
+    def _follow_up_syscall(self, process: Process, request: str, scores: dict[str, float]) -> Syscall | None:
+        """The syscall a follow-up fragment asks for again: "And into Catalan?" right after a
+        translation reads as chat to the router, yet it is the same action on the same text. The
+        last syscall this process ran, when the request reads as a follow-up (FOLLOW_UP) and that
+        syscall is the router's first choice among syscalls."""
+        if not FOLLOW_UP.search(request) or len(request.split()) > FOLLOW_UP_WORDS:
+            return None
+        earlier = [r for r in self.machine.fs.syscalls(process.pid) if r["status"] == "ok"]
+        if not earlier or earlier[-1]["name"] not in process.table:
+            return None
+        best = max((n for n in scores if n), key=scores.get, default=None)
+        if best != earlier[-1]["name"]:
+            return None
+        syscall = process.table.get(best)
+        return syscall if syscall.input and self._followed_up(process, syscall, request) else None
+
+    def _followed_up(self, process: Process, syscall: Syscall, request: str) -> str | None:
+        """The text a follow-up request works on: "And into Catalan?" after "Translate 'good night'
+        into Spanish" is the same text again. A short request that gives no text of its own (no
+        quotes, no path, no lead-in) and reads as a follow-up (FOLLOW_UP) takes the ``input`` of this
+        process's last successful call of the same syscall; else None."""
+        if QUOTED.search(request) or PATH.search(request) or LEAD_IN.match(request.strip()) \
+                or len(request.split()) > FOLLOW_UP_WORDS or not FOLLOW_UP.search(request):
+            return None
+        earlier = [r for r in self.machine.fs.syscalls(process.pid)
+                   if r["name"] == syscall.name and r["status"] == "ok"]
+        value = earlier[-1]["arguments"].get(syscall.input) if earlier else None
+        return value if isinstance(value, str) and value.strip() else None
 
     def _worth_making(self, calls: list[dict], process: Process, turn: TurnResult, request: str, *,
                       wanted: bool) -> list[dict]:

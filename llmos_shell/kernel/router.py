@@ -50,6 +50,7 @@ CHAT_EXAMPLES = (
     "Explain what a computer's memory does", "Give me three ideas for a birthday present",
     "How many legs does a spider have?", "What does a CPU do?", "Can you recommend a good book?",
     "What is photosynthesis?", "Is it healthy to drink coffee every day?", "Goodbye, see you tomorrow",
+    "Count to twenty", "List the days of the week", "Name three colours of the rainbow",
 )
 
 # Something that looks like an absolute path ("/inputs/report.txt"), not a fraction or a date.
@@ -233,9 +234,11 @@ class Router:
 
         ``kind_of(path)`` is the MIME type of an existing file or folder (``inode/directory``), else None."""
         plan = Plan(scores=self.scores(text, table, kind_of))
+        _nothing_to_read(plan.scores, text, table, kind_of)
         parts = clauses(text)
         for i, part in enumerate(parts):
             scores = plan.scores if len(parts) == 1 else self.scores(part, table, kind_of)
+            _nothing_to_read(scores, text, table, kind_of)
             # A later clause names a further action ("... and put the summary in x.txt"): not one
             # already planned, so the probabilities are taken among the others.
             rest = {n: v for n, v in scores.items() if n not in plan.names}
@@ -353,6 +356,22 @@ def _train_softmax(x: np.ndarray, y: np.ndarray, classes: int, l2: float,
     return weights, bias
 
 
+def _nothing_to_read(scores: dict[str, float], text: str, table: SyscallTable, kind_of) -> None:
+    """A syscall that reads a kind of file cannot serve a request that gives its text in quotes
+    and names no existing file: "Save a spoken version of 'welcome home' to /audio/welcome.wav"
+    names a WAV to make, not one to transcribe. Such readers are taken out of the scores."""
+    if not QUOTED.search(text) or any(kind_of(p) is not None for p in PATH.findall(text)):
+        return
+    readers = [s.name for s in table if s.reads and s.input is None]
+    if not readers:
+        return
+    for name in readers:
+        if name in scores:
+            scores[name] = 0.0
+    total = sum(scores.values()) or 1.0
+    scores.update({n: v / total for n, v in scores.items()})
+
+
 def _read_named_files(plan: Plan, text: str, table: SyscallTable, kind_of) -> None:
     """A request naming an existing file starts with a syscall that reads that kind of file: the
     model cannot know what the file holds, and left alone it answers from imagination."""
@@ -372,6 +391,10 @@ def _read_named_files(plan: Plan, text: str, table: SyscallTable, kind_of) -> No
         step = Step(reader, plan.scores.get(reader.name, 0.0), path=path)
         if first is None:
             plan.steps.append(step)
+        elif _stores_to_a_path(first) and "audio_out" not in first.capabilities and len(PATH.findall(text)) == 1:
+            # "Add eggs to my shopping list in /notes/shopping.txt": the file it names is where the text
+            # goes; read and piped in, it would be written into itself ("milk bread milk bread")
+            return
         elif first.input and not literal:
             plan.steps.insert(0, step)   # it works on text the request does not give: read the file, pipe it
         elif first.reads or "path" not in first.parameters.get("properties", {}):
