@@ -262,14 +262,14 @@ def test_a_fact_from_turn_3_is_recalled_after_100_turns(tmp_path, default_cpu, f
 
 
 def test_when_recall_finds_nothing_the_model_replies(system):
-    """A statement the router takes for a question about the past ("my locker code is 4817"), or a
-    question about what is still in the context: recall has nothing to show, so the model answers,
+    """A question about the past that recall has nothing for (the answer is still in the context,
+    or was never said): recall has nothing to show, so the model answers,
     as if no syscall had run (its call stays in the audit log, not in what the model is shown)."""
     kernel = Kernel(system, max_tokens=50)
     process = kernel.spawn("t")
     system.cpu.enqueue(write_calls([{"name": "recall", "arguments": {"query": "locker code"}}]),
                        "Got it: your locker code is 4817.")
-    result = kernel.run(process, "My locker code is 4817.")
+    result = kernel.run(process, "What did I say my locker code was?")
     assert result.status == "ok", result.error
     assert [(r.name, r.status) for r in result.syscalls] == [("recall", "ok")]
     assert result.output == "Got it: your locker code is 4817."
