@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 import importlib.resources
 import json
 import os
@@ -215,3 +216,16 @@ def test_the_stronger_model_installs_and_verifies():
     verified = run_llmos("models", "verify", STRONG_MODEL, timeout=900)
     assert verified.returncode == 0 and f"{STRONG_MODEL}: ok (cc324af070c2" in verified.stdout, verified.stderr
     assert check_gguf(path)["architecture"] == "qwen2"
+
+
+def test_another_home_links_the_installed_model_instead_of_a_copy(home, default_model_path):
+    """The Makefile drops the default model's transport packages once it is assembled: another home
+    gets the same file (a hard link, one copy on disk), not an error asking for the packages."""
+    shared = Path.home() / ".llmos" / "models" / default_model_path.name
+    if not models._verified(shared, models.get_manifest(DEFAULT_MODEL)):
+        pytest.skip("the default model is not installed in ~/.llmos/models")
+    result = run_llmos("models", "install", DEFAULT_MODEL, home=home, env={"LLMOS_MODELS_DIR": ""})
+    assert result.returncode == 0, result.stderr
+    linked = home / "models" / shared.name
+    assert linked.stat().st_ino == shared.stat().st_ino or \
+        hashlib.sha256(linked.read_bytes()).hexdigest() == models.get_manifest(DEFAULT_MODEL).sha256

@@ -158,7 +158,10 @@ def _stamp(path: Path) -> dict[str, Any]:
 
 def is_installed(config: Config, manifest: Manifest) -> bool:
     """Installed and verified since its last change (a stamp file records the verified size and mtime)."""
-    path = model_path(config, manifest)
+    return _verified(model_path(config, manifest), manifest)
+
+
+def _verified(path: Path, manifest: Manifest) -> bool:
     try:
         return json.loads(_stamp_path(path).read_text()) == {**_stamp(path), "sha256": manifest.sha256}
     except (OSError, ValueError):
@@ -170,7 +173,8 @@ def install(config: Config, manifest: Manifest, progress: bool = False) -> Path:
     target = model_path(config, manifest)
     if is_installed(config, manifest):
         return target
-    sources = part_files(manifest)
+    elsewhere = _installed_elsewhere(config, manifest)
+    sources = [elsewhere] if elsewhere is not None else part_files(manifest)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
@@ -186,6 +190,15 @@ def install(config: Config, manifest: Manifest, progress: bool = False) -> Path:
     os.replace(partial, target)
     _stamp_path(target).write_text(json.dumps({**_stamp(target), "sha256": manifest.sha256}))
     return target
+
+
+def _installed_elsewhere(config: Config, manifest: Manifest) -> Path | None:
+    """The model verified in the default home's models directory, when this home has none: another
+    home links it (one copy on disk) instead of needing the packages the Makefile removed."""
+    path = Path.home() / ".llmos" / "models" / manifest.file
+    if path == model_path(config, manifest) or not _verified(path, manifest):
+        return None
+    return path
 
 
 def _link(source: Path, link: Path) -> bool:
