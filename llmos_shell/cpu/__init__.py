@@ -5,7 +5,7 @@ model in-process), ``decoder`` (greedy grammar-constrained decoding), ``gguf_che
 (a model file checked before llama.cpp reads it), ``models`` (manifests,
 installation, loading the configured model), ``hardware`` (what this processor can
 safely do: no AMX buffers), ``probe`` (the first decode tried in a child process)
-and ``sharing`` (threads that fit the free cores; one llmos program computes at a time).
+and ``sharing`` (threads that fit the free cores; one llmos program computes at a time, opt-in).
 """
 
 from llmos_shell.cpu.base import Cpu, Generation, GenerationStats, SequenceState

@@ -9,10 +9,11 @@ mechanisms keep llmos fast on a shared machine:
   the machine's busy time since the last piece (``/proc/stat``) minus this program's own
   (``os.times``), so nothing is measured twice and nothing sleeps to measure.
 * :class:`MachineTurn` lets one llmos program at a time compute on this machine (an ``flock`` on
-  a file in the temporary directory). Several ``llmos run`` started together then finish no later
-  than the same runs one after another, instead of all crawling at once.
+  a file in the temporary directory), meant to let several ``llmos run`` started together finish
+  no later than the same runs one after another.
 
-``LLMOS_THREADS=N`` fixes the thread count; ``LLMOS_SHARE=off`` turns the machine-wide turn off.
+``LLMOS_THREADS=N`` fixes the thread count; ``LLMOS_SHARE=on`` turns the machine-wide turn on (off by
+default: bench/share.py measured no gain yet, start-up work outside the model dominates).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class MachineTurn:
 
     def __init__(self, path: str | os.PathLike | None = None, enabled: bool | None = None) -> None:
         if enabled is None:
-            enabled = os.environ.get("LLMOS_SHARE", "on").strip().lower() not in ("0", "off", "no", "false")
+            enabled = os.environ.get("LLMOS_SHARE", "off").strip().lower() in ("1", "on", "yes", "true")
         self.enabled = enabled
         self.path = Path(path or Path(tempfile.gettempdir()) / f"llmos-cpu-{os.getuid()}.lock")
         self._local = threading.Lock()   # flock is per open file: one holder per program too
