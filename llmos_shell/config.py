@@ -44,7 +44,7 @@ class Config:
     @classmethod
     def load(cls, home: str | Path | None = None, model: str | None = None,
              plugins_dir: str | Path | None = None) -> "Config":
-        home_path = Path(home or os.environ.get("LLMOS_HOME") or Path.home() / ".llmos").expanduser()
+        home_path = Path(home or os.environ.get("LLMOS_HOME") or default_home()).expanduser()
         plugins = plugins_dir or os.environ.get("LLMOS_PLUGINS_DIR")
         return cls(
             home=home_path,
@@ -123,3 +123,8 @@ def setup_logging(config: Config) -> None:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if os.environ.get("LLMOS_DEBUG") else logging.INFO)
     root.propagate = False
+
+
+def default_home() -> Path:
+    """Where llmos keeps its data when neither --home nor LLMOS_HOME says."""
+    return Path.home() / ".llmos"

@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterable
 
 from llmos_shell.cpu import hardware, probe
@@ -121,11 +121,10 @@ class LlamaCpu(Cpu):
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                if compute:   # model work: wait for this machine's turn, with threads that fit it
-                    with self._turn.held():
+                # model work waits for this machine's turn (when sharing is on), with threads that fit it
+                with self._turn.held() if compute else nullcontext():
+                    if compute:
                         self._w_fit_threads()
-                        future.set_result(function(self))
-                else:
                     future.set_result(function(self))
             except BaseException as error:  # handed to the caller's thread
                 future.set_exception(error)

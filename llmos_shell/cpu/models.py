@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from llmos_shell.config import Config
+from llmos_shell.config import Config, default_home
 from llmos_shell.errors import BadModelFile, ModelNotInstalled, UsageError
 from llmos_shell.cpu.gguf_check import check_gguf
 
@@ -195,7 +195,7 @@ def install(config: Config, manifest: Manifest, progress: bool = False) -> Path:
 def _installed_elsewhere(config: Config, manifest: Manifest) -> Path | None:
     """The model verified in the default home's models directory, when this home has none: another
     home links it (one copy on disk) instead of needing the packages the Makefile removed."""
-    path = Path.home() / ".llmos" / "models" / manifest.file
+    path = Config(home=default_home()).models_dir / manifest.file
     if path == model_path(config, manifest) or not _verified(path, manifest):
         return None
     return path
