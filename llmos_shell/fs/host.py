@@ -292,12 +292,7 @@ def _preflight(entries: list[tuple[tuple[str, ...], dict[str, Any]]], root_fd: i
                     stack.append((parts, os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
                                                  dir_fd=stack[-1][1])))
             elif existing is not None:
-                if stat_mod.S_ISLNK(existing.st_mode):
-                    raise FsError(f"refusing to export over a symbolic link: {where}; nothing was written")
-                if stat_mod.S_ISDIR(existing.st_mode):
-                    raise FsError(f"is a directory on the host: {where}; nothing was written")
-                if not overwrite:
-                    raise FsError(f"already exists on the host: {where}; nothing was written")
+                _refuse_existing(existing, where, overwrite, "; nothing was written")
     finally:
         for _, fd in stack[1:]:
             os.close(fd)
@@ -320,6 +315,17 @@ def _open_dir(parent_fd: int, parts: tuple[str, ...], host_root: Path) -> int:
         raise FsError(f"cannot open {_describe(host_root, parts)}: {error.strerror}") from None
 
 
+def _refuse_existing(existing: os.stat_result, where: str, overwrite: bool, note: str = "") -> None:
+    """Raise if a file may not be exported over ``existing`` (a symlink, a directory, or a file
+    without ``overwrite``); ``note`` ends the message."""
+    if stat_mod.S_ISLNK(existing.st_mode):
+        raise FsError(f"refusing to export over a symbolic link: {where}{note}")
+    if stat_mod.S_ISDIR(existing.st_mode):
+        raise FsError(f"is a directory on the host: {where}{note}")
+    if not overwrite:
+        raise FsError(f"already exists on the host: {where}{note}")
+
+
 def _write_file(parent_fd: int, parts: tuple[str, ...], content: bytes, modified: float,
                 host_root: Path, overwrite: bool) -> None:
     name = parts[-1]
@@ -329,12 +335,7 @@ def _write_file(parent_fd: int, parts: tuple[str, ...], content: bytes, modified
     except FileNotFoundError:
         existing = None
     if existing is not None:
-        if stat_mod.S_ISLNK(existing.st_mode):
-            raise FsError(f"refusing to export over a symbolic link: {where}")
-        if stat_mod.S_ISDIR(existing.st_mode):
-            raise FsError(f"is a directory on the host: {where}")
-        if not overwrite:
-            raise FsError(f"already exists on the host: {where}")
+        _refuse_existing(existing, where, overwrite)
     temp = f".{name[:200]}.llmos-{secrets.token_hex(4)}"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=parent_fd)
