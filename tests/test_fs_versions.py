@@ -17,6 +17,7 @@ from llmos_shell.errors import FsError
 from llmos_shell.fs import Filesystem
 from llmos_shell.fs.versions import acting
 from llmos_shell.system import System
+from llmos_plugins.files import _as_next_line
 from conftest import assert_one_line_error, run_llmos
 
 
@@ -259,10 +260,14 @@ def run(op: tuple, route: str, system: System, home: Path) -> None:
         fs.cp(op[1], op[2])
 
 
-def as_written(op: tuple, route: str) -> tuple:
-    """write_file takes text: the bytes it stores are the text's UTF-8."""
+def as_written(op: tuple, route: str, fs) -> tuple:
+    """write_file takes text: the bytes it stores are the text's UTF-8, and what it appends to a
+    text file goes on a line of its own (plugins/files.py)."""
     if route == "syscall" and op[0] in ("write", "append"):
-        return (op[0], op[1], op[2].decode("latin-1").encode("utf-8"))
+        text = op[2].decode("latin-1")
+        if op[0] == "append" and text and fs.exists(op[1]) and fs.stat(op[1])["text"]:
+            text = _as_next_line(fs.read_text(op[1]), text)
+        return (op[0], op[1], text.encode("utf-8"))
     return op
 
 
@@ -278,7 +283,7 @@ def check_run(steps, budget_bytes: int | None) -> None:
             for op, route in steps:
                 if not possible(op, model, system.fs):
                     continue
-                op = as_written(op, route)
+                op = as_written(op, route, system.fs)
                 run(op, route, system, home)
                 model.apply(op)
                 usage = system.fs.versions_usage()

@@ -106,6 +106,10 @@ class Store:
         self._lock = threading.RLock()
         self._closed = False
         self._savepoints = itertools.count()
+        self._budget_due = False   # see _before_commit
+
+    def _before_commit(self) -> None:
+        """Called inside the outermost transaction just before it commits (the versions' budget)."""
 
     @cached_property
     def db(self) -> "sqlite_utils.Database":
@@ -217,10 +221,12 @@ class Store:
             try:
                 yield self
             except BaseException:
+                self._budget_due = False
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
             try:
+                self._before_commit()
                 conn.execute("COMMIT")
             except sqlite3.Error as error:
                 if conn.in_transaction:

@@ -81,20 +81,28 @@ class VersionsMixin(Store):
 
     def _keep(self, where: str, params: Iterable[Any], change: str) -> None:
         """Keep the content of the files matching ``where`` (a condition on ``files``), about to be
-        replaced or removed by ``change``."""
+        replaced or removed by ``change``: its content to ``blobs`` (once per sha256, counting the
+        versions that hold it), a row to ``versions``. The budget is checked once, before the
+        transaction commits, so a batch of writes pays for it once."""
         if not self.versions_bytes:
             return
         params = tuple(params)
         actor = _ACTOR.get()
-        added = self.conn.execute(
-            "INSERT OR IGNORE INTO blobs (sha256, size, content) SELECT sha256, size, content FROM files "
-            f"WHERE kind = 'file' AND sha256 IS NOT NULL AND {where} "
-            "AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = files.sha256)", params)
         self.conn.execute(
+            "INSERT INTO blobs (sha256, size, content, refs) SELECT sha256, size, content, 1 FROM files "
+            f"WHERE kind = 'file' AND sha256 IS NOT NULL AND {where} "
+            "ON CONFLICT (sha256) DO UPDATE SET refs = refs + 1", params)
+        kept = self.conn.execute(
             "INSERT INTO versions (path, sha256, size, mime, change, pid, request, created) "
             f"SELECT path, sha256, size, mime, ?, ?, ?, ? FROM files WHERE kind = 'file' AND {where}",
             (change, actor and actor.pid, actor and actor.request, time.time(), *params))
-        if added.rowcount:   # only new content can take the versions over their budget
+        if kept.rowcount:
+            self._budget_due = True
+
+    def _before_commit(self) -> None:
+        """Within the budget before the transaction that added content commits (once per batch)."""
+        if self._budget_due:
+            self._budget_due = False
             self._within_budget()
 
     def _created(self, paths: Iterable[str], change: str) -> None:
@@ -124,8 +132,8 @@ class VersionsMixin(Store):
             for row in rows:
                 last_id = row["id"]
                 self.conn.execute("DELETE FROM versions WHERE id = ?", (row["id"],))
-                self.conn.execute("DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS "
-                                  "(SELECT 1 FROM versions WHERE sha256 = ?)", (row["sha256"], row["sha256"]))
+                self.conn.execute("UPDATE blobs SET refs = refs - 1 WHERE sha256 = ?", (row["sha256"],))
+                self.conn.execute("DELETE FROM blobs WHERE sha256 = ? AND refs <= 0", (row["sha256"],))
                 dropped += 1
                 used = self._value("SELECT bytes FROM versions_usage WHERE id = 1") or 0
                 if used <= self.versions_bytes:
