@@ -85,3 +85,10 @@ bench: setup-test
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# llama.cpp's llama-server, for the tests of the remote CPU: built once per machine from the sources
+# vendored in the pinned llama-cpp-python sdist, cached under ~/.cache/llmos/llama-server/<version>/.
+.PHONY: llama-server
+setup-test: llama-server
+llama-server: | $(PY)
+	@sh tools/build-llama-server.sh $(PY) >/dev/null || echo "note: llama-server could not be built: its tests are skipped"

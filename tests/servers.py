@@ -1,5 +1,6 @@
 """Real model servers as subprocesses, for the tests and bench/serve.py: llama-cpp-python's
-``python -m llama_cpp.server`` and ``llmos serve``, each on a free port of 127.0.0.1."""
+``python -m llama_cpp.server``, llama.cpp's ``llama-server`` (built by tools/build-llama-server.sh)
+and ``llmos serve``, each on a free port of 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -86,6 +87,45 @@ def llama_server(model_path, *, n_ctx: int = 2048, threads: int | None = None, a
                "--n_threads_batch", str(threads or os.cpu_count() or 1)]
     if api_key:
         command += ["--api_key", api_key]
+    return ServerProcess(command, port)
+
+
+def llama_cpp_binary() -> Path | None:
+    """The ``llama-server`` that ``make test`` built (tools/build-llama-server.sh), or $LLAMA_SERVER; None if absent."""
+    if os.environ.get("LLAMA_SERVER"):
+        return Path(os.environ["LLAMA_SERVER"])
+    pins = (REPO / "constraints.txt").read_text().splitlines()
+    version = next((line.split("==", 1)[1].strip() for line in pins if line.startswith("llama-cpp-python==")), "")
+    cache = os.environ.get("LLAMA_SERVER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
+        / "llmos" / "llama-server"
+    binary = Path(cache) / version / "bin" / "llama-server"
+    return binary if binary.is_file() and os.access(binary, os.X_OK) else None
+
+
+def cpu_has_amx() -> bool:
+    """Does /proc/cpuinfo list AMX? llama.cpp's repacked buffers crash there (ggml-org/llama.cpp#20824)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return any(line.startswith("flags") and " amx" in line for line in info)
+    except OSError:
+        return False
+
+
+def llama_cpp_server(model_path, *, n_ctx: int = 4096, threads: int | None = None, slot_save_path=None,
+                     port: int | None = None, args: tuple[str, ...] = ()) -> ServerProcess:
+    """llama.cpp's ``llama-server`` on ``model_path``: one slot, so a process's context is that slot's;
+    with ``slot_save_path``, slots can be saved and restored (context switches on the server)."""
+    binary = llama_cpp_binary()
+    if binary is None:
+        raise RuntimeError("llama-server is not built (make llama-server)")
+    port = port or free_port()
+    command = [str(binary), "--model", str(model_path), "--host", "127.0.0.1", "--port", str(port),
+               "--ctx-size", str(n_ctx), "--parallel", "1", "--threads", str(threads or os.cpu_count() or 1),
+               "--no-webui", *args]
+    if slot_save_path is not None:
+        command += ["--slot-save-path", str(slot_save_path)]
+    if cpu_has_amx():
+        command.append("--no-repack")
     return ServerProcess(command, port)
 
 

@@ -325,6 +325,44 @@ def test_the_llama_cpp_server_dialect():
     stub.shutdown()
 
 
+def test_llama_server_slots_make_context_switches():
+    """A llama-server with --slot-save-path: requests go to slot 0, a switch saves it to a file on the
+    server and restores the incoming process's; a refused restore is no switch, never an error."""
+    props = {"default_generation_settings": {"n_ctx": 4096}, "total_slots": 1,
+             "chat_template": "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"}
+    done = sse({"content": "ok", "stop": False}, {"content": "", "stop": True, "stop_type": "eos",
+                                                   "timings": {"prompt_n": 3, "cache_n": 0, "predicted_n": 1}})
+    stub = Stub({"/v1/models": [(200, '{"data": [{"id": "q.gguf", "owned_by": "llamacpp"}]}')],
+                 "/props": [(200, json.dumps(props))],
+                 "/slots/0?action=llmos-probe": [(400, '{"error": {"code": 400, "message": "Invalid action"}}')],
+                 "/slots/0?action=save": [(200, '{"id_slot": 0, "n_saved": 3, "n_written": 9000, '
+                                                '"timings": {"save_ms": 1.5}}')],
+                 "/slots/0?action=restore": [(200, '{"id_slot": 0, "n_restored": 3, "n_read": 9000}')],
+                 "/tokenize": [(200, '{"tokens": [5, 6, 7]}')],
+                 "/completion": [(200, done)]})
+    cpu = RemoteCpu(stub.url)
+    assert (cpu.slot, cpu.can_snapshot) == (0, True)
+    assert cpu.save_sequence_state() is None          # nothing evaluated yet
+    cpu.generate("abc", max_tokens=4)
+    assert stub.bodies["/completion"][-1]["id_slot"] == 0
+    assert cpu.cached_prefix([5, 6, 7, 8]) == 3 and cpu.cached_prefix([9]) == 0
+    assert cpu.save_sequence_state(2) is None          # a slot is saved whole, never a prefix of it
+    state = cpu.save_sequence_state()
+    assert state.tokens == (5, 6, 7) and state.model_sha256 == cpu.model_sha256()
+    name = stub.bodies["/slots/0?action=save"][-1]["filename"]
+    assert name.startswith("llmos-") and json.loads(state.data)["file"] == name
+    assert cpu.load_sequence_state(state) and stub.bodies["/slots/0?action=restore"][-1] == {"filename": name}
+    stub.routes["/slots/0?action=restore"] = [(400, '{"error": {"message": "Unable to restore slot"}}')]
+    assert not cpu.load_sequence_state(state) and cpu.cached_prefix([5, 6, 7]) == 0
+    stub.routes["/slots/0?action=llmos-probe"] = [(501, '{"error": {"message": "This server does not support '
+                                                       'slots action. Start it with `--slot-save-path`"}}')]
+    plain = RemoteCpu(stub.url)
+    assert (plain.slot, plain.can_snapshot) == (None, False)
+    plain.generate("abc", max_tokens=4)
+    assert "id_slot" not in stub.bodies["/completion"][-1]
+    stub.shutdown()
+
+
 def test_the_vllm_dialect():
     """vLLM's OpenAI server: /version, max_model_len, structured outputs, prompt log-probs by echo."""
     stub = Stub({"/v1/models": [(200, '{"data": [{"id": "Qwen/Qwen2.5-7B", "owned_by": "vllm", '

@@ -17,7 +17,16 @@ tokenize            ``/tokenize``               ``/extras/tokenize``        ``/t
 chat template       ``/props`` (rendered here)  the GGUF, if found here     ``/tokenize`` messages
 context size        ``/props``                  its context-length error    ``max_model_len``
 prompt cache        ``cache_prompt``            automatic (prefix reuse)    automatic (APC)
+context switch      ``/slots/0?action=save``    --                          --
+                    and ``restore`` (with
+                    ``--slot-save-path``)
 ==================  ==========================  ==========================  =====================
+
+With a ``llama-server`` started with ``--slot-save-path``, every request goes to slot 0 and
+the CPU can snapshot (:attr:`RemoteCpu.can_snapshot`): a context switch saves the slot to a
+file on the server (named by a hash of its tokens) and restores the incoming process's file
+(see :mod:`llmos_shell.kernel.snapshots`). The server checks the restored tokens against each
+prompt (``cache_prompt``), so a stale file is never wrong, only useless.
 
 A feature the server lacks is logged once as a note (:attr:`RemoteCpu.notes`) and degrades
 the way the kernel already handles: no next-token probabilities means the kernel decodes a
@@ -28,6 +37,7 @@ are retried with backoff, and every failure is one line (:class:`LlmosError`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -38,7 +48,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from llmos_shell.cpu.base import Cpu, Generation, GenerationStats
+from llmos_shell.cpu.base import Cpu, Generation, GenerationStats, SequenceState
 from llmos_shell.errors import LlmosError, UsageError
 
 log = logging.getLogger("llmos.cpu.remote")
@@ -97,6 +107,10 @@ class RemoteCpu(Cpu):
         self._last_top: tuple[str, dict[str, float]] | None = None   # the last decision, reused by a reply
         self._lock = threading.Lock()
         self._formatter = None
+        self.slot: int | None = None             # the server slot requests go to (slot save/restore)
+        self._slot_text: str | None = None      # the last prompt the slot evaluated (its KV prefix)
+        self._slot_tokens: tuple[int, ...] | None = None
+        self._token_cache: tuple[str, list[int]] | None = None
         try:
             self._detect(model, n_ctx, chat_template)
         except BaseException:
@@ -219,6 +233,7 @@ class RemoteCpu(Cpu):
             served_ctx = props.get("n_ctx") or settings.get("n_ctx")
             chat_template = chat_template or props.get("chat_template")
             bos, eos = props.get("bos_token") or "", props.get("eos_token") or ""
+            self._detect_slots()
         elif self._probe("POST", "/extras/tokenize", {"input": "", "model": self.model_id}) is not None:
             self.kind = "llama-cpp-python"
             self._tokenize_path = "/extras/tokenize"
@@ -252,6 +267,19 @@ class RemoteCpu(Cpu):
             self._formatter = Jinja2ChatFormatter(template=chat_template, eos_token=eos, bos_token=bos)
         log.info("remote CPU %s: %s serving %s, context %d", self.url, self.kind, self.model_id, self.n_ctx)
 
+    def _detect_slots(self) -> None:
+        """Slot save/restore, if the server was started with ``--slot-save-path``: an unknown action
+        is refused with 400 then, and with 501 (not supported) without it. Nothing changes."""
+        try:
+            self._post("/slots/0?action=llmos-probe", {})
+        except ServerRefused as error:
+            if error.status == 400:
+                self.slot = 0
+                self.can_snapshot = True
+                log.info("remote CPU %s: context switches by slot save/restore", self.url)
+            elif error.status in (401, 403):
+                raise
+
     def _probe_context(self) -> int | None:
         """llama-cpp-python's context size, from its refusal of a prompt longer than any context."""
         try:
@@ -276,6 +304,14 @@ class RemoteCpu(Cpu):
     # --- interface ------------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
+        cached = self._token_cache
+        if cached is not None and cached[0] == text:
+            return list(cached[1])
+        tokens = self._tokenize(text)
+        self._token_cache = (text, tokens)
+        return list(tokens)
+
+    def _tokenize(self, text: str) -> list[int]:
         if self._tokenize_path is None:
             return list(range(max(1, len(text) // 4)))  # an estimate, noted at connection
         if self.kind == "llama.cpp":
@@ -317,6 +353,9 @@ class RemoteCpu(Cpu):
         """The route and body of a completion request in the server's own dialect."""
         if self.kind == "llama.cpp":
             body: dict[str, Any] = {"prompt": prompt, "n_predict": max_tokens, "cache_prompt": True}
+            if self.slot is not None:  # the slot a context switch saves and restores
+                body["id_slot"] = self.slot
+                self._slot_text, self._slot_tokens = prompt, None
         else:
             body = {"model": self.model_id, "prompt": prompt, "max_tokens": max_tokens}
         if stop:
@@ -509,6 +548,68 @@ class RemoteCpu(Cpu):
         stats.clock(started, None, None)
         self.decision_stats = stats
         return float(sum(chosen)), len(chosen)
+
+    # --- context switches on the server: slot save/restore (llama-server --slot-save-path) ---
+
+    can_snapshot = False
+
+    def model_sha256(self) -> str | None:
+        """What a slot file is tied to: this server and the model it serves (no file hash is known)."""
+        return hashlib.sha256(f"{self.url}|{self.model_id}".encode()).hexdigest()
+
+    def _held(self) -> tuple[int, ...]:
+        """The tokens the slot's KV cache starts with (the last prompt it evaluated)."""
+        if self._slot_tokens is None:
+            self._slot_tokens = tuple(self.tokenize(self._slot_text)) if self._slot_text else ()
+        return self._slot_tokens
+
+    def cached_prefix(self, tokens: Sequence[int]) -> int:
+        if self.slot is None:
+            return 0
+        n = 0
+        for a, b in zip(self._held(), tokens):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def save_sequence_state(self, n_tokens: int | None = None) -> SequenceState | None:
+        """The slot saved to a file on the server; the state holds its name, not the KV bytes. Only
+        the whole slot can be saved: a shorter ``n_tokens`` (a pinned prefix) gives None."""
+        if self.slot is None:
+            return None
+        held = self._held()
+        if not held or (n_tokens is not None and n_tokens < len(held)):
+            return None
+        digest = hashlib.sha256(f"{self.model_id}|".encode() + json.dumps(held).encode()).hexdigest()
+        name = f"llmos-{digest[:32]}.bin"
+        answer = self._post(f"/slots/{self.slot}?action=save", {"filename": name})
+        reference = {"server": self.url, "file": name, "n_saved": answer.get("n_saved"),
+                     "n_bytes": (answer.get("n_written") or answer.get("n_bytes")),
+                     "ms": (answer.get("timings") or {}).get("save_ms")}
+        return SequenceState(model_sha256=self.model_sha256(), tokens=held,
+                             data=json.dumps(reference).encode())
+
+    def load_sequence_state(self, state: SequenceState) -> bool:
+        """Restore the slot from the file ``state`` names; False (the slot then empty) if the server
+        refuses it (e.g. the file is gone)."""
+        if self.slot is None or state.model_sha256 != self.model_sha256():
+            return False
+        try:
+            reference = json.loads(state.data)
+            name = reference["file"]
+        except (ValueError, KeyError, TypeError):
+            return False
+        if reference.get("server") != self.url:
+            return False
+        try:
+            self._post(f"/slots/{self.slot}?action=restore", {"filename": name})
+        except ServerRefused as error:
+            log.warning("remote CPU %s: slot file %s would not restore: %s", self.url, name, error)
+            self._slot_text, self._slot_tokens = None, ()
+            return False
+        self._slot_text, self._slot_tokens = None, tuple(state.tokens)
+        return True
 
     def close(self) -> None:
         self._http.close()
