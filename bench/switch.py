@@ -8,6 +8,14 @@ first token of a switched-to turn each way, their ratio (target >= 5), the save+
 and the snapshot's bytes per token.
 
     python bench/switch.py [--model NAME] [--rounds 3]
+    python bench/switch.py --remote http://127.0.0.1:8080 [--rounds 3]
+
+--remote: the CPU is a llama.cpp ``llama-server``; a switch saves the outgoing process's slot
+to a file on the server and restores the incoming one's (``POST /slots/0?action=save|restore``),
+versus the server evaluating the incoming context again. Start the server with one slot, a
+slot-save path, and its RAM prompt cache off (else it does its own switching in both modes):
+
+    llama-server -m MODEL.gguf --parallel 1 --ctx-size 4096 --slot-save-path /tmp/slots --cache-ram 0
 """
 
 from __future__ import annotations
@@ -53,10 +61,15 @@ def main() -> None:
     parser.add_argument("--model", default=os.environ.get("LLMOS_MODEL", "qwen2.5-coder-0.5b-instruct"))
     parser.add_argument("--rounds", type=int, default=3, help="turns of each process, each way")
     parser.add_argument("--context", type=int, default=1500, help="tokens of each process's context")
+    parser.add_argument("--remote", metavar="URL", help="a llama-server started with --slot-save-path")
     args = parser.parse_args()
-    system = System(Config.load(home=tempfile.mkdtemp(prefix="llmos-bench-switch-"), model=args.model),
+    model = f"remote:{args.remote}" if args.remote else args.model
+    system = System(Config.load(home=tempfile.mkdtemp(prefix="llmos-bench-switch-"), model=model),
                     entry_points=False, plugins=())
     cpu = system.cpu
+    if args.remote and not cpu.can_snapshot:
+        raise SystemExit(f"bench/switch.py: {args.remote} cannot save slots (start llama-server with "
+                         "--slot-save-path DIR --parallel 1)")
     kernel = Kernel(system, max_tokens=8)
     processes = [kernel.spawn(f"bench-switch-{i}", drivers=[]) for i in range(2)]
     sizes = []
@@ -84,15 +97,19 @@ def main() -> None:
     snapshot = statistics.median(timings["snapshot"])
     re_prefill = statistics.median(timings["re_prefill"])
     state = cpu.save_sequence_state()
+    nbytes = state.nbytes
+    if args.remote:   # the state names a file on the server; its size is what the server wrote
+        nbytes = json.loads(state.data).get("n_bytes") or nbytes
     report = {
         "model": cpu.name, "context_tokens": sizes,
         "ttft_ms_switch_by_snapshot": round(snapshot, 1), "ttft_ms_switch_by_re_prefill": round(re_prefill, 1),
         "speedup": round(re_prefill / snapshot, 2),
         "save_and_restore_ms": round(statistics.median(switch_ms), 1),
         "switches": len(restored), "restored": restored.count("process"),
-        "snapshot_bytes_per_token": round(state.nbytes / len(state.tokens)),
-        "snapshot_mb": round(state.nbytes / 1e6, 1),
+        "snapshot_bytes_per_token": round(nbytes / len(state.tokens)),
+        "snapshot_mb": round(nbytes / 1e6, 1),
         "threads": system.config.threads or os.cpu_count(),
+        **({"remote": args.remote, "server": cpu.kind} if args.remote else {}),
     }
     print(json.dumps(report))
     system.close()
