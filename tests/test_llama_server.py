@@ -172,3 +172,12 @@ def test_server_killed_mid_generation(default_model_path, tmp_path):
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     with pytest.raises(LlmosError, match="cannot reach the CPU server"):
         load_cpu(config)
+
+
+def test_an_idle_connection_the_server_closed_is_opened_again(system):
+    """llama-server closes a kept-alive connection after 5 idle seconds; the next request must not fail."""
+    import time
+
+    assert system.cpu.tokenize("the first request opens the connection")
+    time.sleep(6)
+    assert system.cpu.tokenize("the second one finds it closed by the server")

@@ -132,6 +132,14 @@ class RemoteCpu(Cpu):
             except httpx.TimeoutException:
                 raise LlmosError(f"the CPU server at {self.url} did not answer {path} within "
                                  f"{self.timeout:g} s") from None
+            except httpx.RemoteProtocolError as error:
+                # a kept-alive connection the server closed while idle (llama-server closes them
+                # after 5 s): the request never reached it, so it is sent once more on a new one
+                if attempt < self.retries and "without sending a response" in str(error):
+                    log.info("%s %s: the server closed an idle connection, sending again", method, path)
+                    continue
+                raise LlmosError(f"the CPU server at {self.url} dropped the connection ({path}: "
+                                 f"{_reason(error)})") from None
             except httpx.TransportError as error:
                 raise LlmosError(f"the CPU server at {self.url} dropped the connection ({path}: "
                                  f"{_reason(error)})") from None
@@ -528,6 +536,8 @@ class RemoteCpu(Cpu):
         return random.Random(seed).choices(texts, weights)[0]
 
     def logprob(self, prefix: str, text: str) -> tuple[float, int]:
+        if self.kind == "llama.cpp":
+            return self._forced_logprob(prefix, text)
         if not self.text_logprobs:
             raise NotImplementedError
         started = time.perf_counter()
@@ -548,6 +558,36 @@ class RemoteCpu(Cpu):
         stats.clock(started, None, None)
         self.decision_stats = stats
         return float(sum(chosen)), len(chosen)
+
+    def _forced_logprob(self, prefix: str, text: str) -> tuple[float, int]:
+        """llama-server gives no log-probabilities of prompt tokens (no ``echo``), so the tokens of
+        ``text`` (tokenized apart from ``prefix``, as the in-process CPU does) are generated after
+        ``prefix`` under a grammar that allows exactly those token ids; each one's log-probability
+        (``n_probs``, from the raw logits, before the grammar) is the model's for that token."""
+        body = self._post("/tokenize", {"content": text, "add_special": False, "parse_special": False}).get("tokens")
+        if not isinstance(body, list):
+            raise LlmosError(f"the CPU server at {self.url} sent no tokens for /tokenize")
+        body = [t["id"] if isinstance(t, dict) else int(t) for t in body]
+        if not body:
+            return 0.0, 0
+        started = time.perf_counter()
+        grammar = "root ::= " + " ".join(f"<[{token}]>" for token in body)
+        path, request = self._completion(prefix, len(body), grammar=grammar,
+                                         extra={"n_probs": 1, **self._sampling(0.0, None)})
+        answer = self._post(path, request)
+        try:
+            entries = answer["completion_probabilities"][:len(body)]
+            values = [float(e["logprob"]) if "logprob" in e else math.log(max(e["prob"], 1e-45)) for e in entries]
+        except (KeyError, TypeError, ValueError):
+            raise LlmosError(f"the CPU server at {self.url} sent no token log-probabilities for {path}") from None
+        if len(values) != len(body):
+            raise LlmosError(f"the CPU server at {self.url} scored {len(values)} of {len(body)} tokens")
+        stats = GenerationStats()
+        self._fill_stats(stats, self._usage_of(answer), prefix)
+        stats.decode_tokens = 0
+        stats.clock(started, None, None)
+        self.decision_stats = stats
+        return float(sum(values)), len(values)
 
     # --- context switches on the server: slot save/restore (llama-server --slot-save-path) ---
 
