@@ -16,10 +16,12 @@ shared machine its best is the free cores); llmos runs with its default settings
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import statistics
 import subprocess
+import shutil
 import sys
 import tempfile
 import threading
@@ -100,7 +102,9 @@ def main() -> None:
 
 def measure(args) -> None:
 
-    config = Config.load(home=tempfile.mkdtemp(prefix="llmos-bench-serve-"), model=args.model)
+    home = tempfile.mkdtemp(prefix="llmos-bench-serve-")
+    atexit.register(shutil.rmtree, home, True)
+    config = Config.load(home=home, model=args.model)
     resolved = models.resolve(config, args.model, progress=False)
     n_ctx = min(resolved.context_length or config.max_ctx, config.max_ctx)  # what LlamaCpu allocates
     options = {"clients": args.clients, "requests": args.requests, "max_tokens": args.max_tokens}

@@ -11,9 +11,11 @@ target <= 1.0), and each concurrent run's time. ``--share off`` runs the concurr
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -24,6 +26,7 @@ REQUESTS = ["Hello! Who are you?", "Name three colours.", "What is the capital o
 
 def start(request: str, model: str, share: str) -> tuple[subprocess.Popen, float]:
     home = tempfile.mkdtemp(prefix="llmos-bench-share-")
+    atexit.register(shutil.rmtree, home, True)   # its models are hard links: only the home goes
     env = {**os.environ, "LLMOS_SHARE": share}
     process = subprocess.Popen([sys.executable, "-m", "llmos_shell", "--home", home, "--model", model,
                                 "run", "-", "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

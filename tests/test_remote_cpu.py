@@ -320,8 +320,19 @@ def test_the_llama_cpp_server_dialect():
     logprobs = cpu.next_token_logprobs("q", ["{", "```"])
     assert logprobs["```"] == float("-inf") and abs(logprobs["{"] - math.log(math.exp(-0.1) + math.exp(-3.0))) < 1e-9
     assert stub.bodies["/completion"][-1]["n_probs"] == 20
-    with pytest.raises(NotImplementedError):
-        cpu.logprob("a", "b")
+    # the relevance test: the text's own token ids, generated under a grammar that allows only them
+    stub.routes["/completion"] = [(200, json.dumps({"content": "xyz", "completion_probabilities": [
+        {"id": 5, "token": "x", "logprob": -0.5}, {"id": 6, "token": "y", "logprob": -1.0},
+        {"id": 7, "token": "z", "logprob": -0.25}]}))]
+    total, n_tokens = cpu.logprob("a", "xyz")
+    assert (total, n_tokens) == (-1.75, 3)
+    assert {"content": "xyz", "add_special": False, "parse_special": False} in stub.bodies["/tokenize"]
+    sent = stub.bodies["/completion"][-1]
+    assert sent["grammar"] == "root ::= <[5]> <[6]> <[7]>" and sent["n_probs"] == 1 and sent["n_predict"] == 3
+    stub.routes["/completion"] = [(200, json.dumps({"content": "x", "completion_probabilities": [
+        {"id": 5, "token": "x", "logprob": -0.5}]}))]
+    with pytest.raises(LlmosError, match="scored 1 of 3 tokens"):
+        cpu.logprob("a", "xyz")       # a server that stopped early is an error, never a short sum
     stub.shutdown()
 
 
