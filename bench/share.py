@@ -14,8 +14,8 @@ import argparse
 import atexit
 import json
 import os
-import subprocess
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
