@@ -137,12 +137,15 @@ class Gate:
         pm.register(_Run(), name="llmos.run")
 
     def call(self, syscall: Syscall | str, arguments: Any, *, approval: Approval | None = None,
-             pid: int | None = None, cancel: threading.Event | None = None) -> Any:
+             pid: int | None = None, cancel: threading.Event | None = None,
+             progress: Callable[[float, float | None, str | None], None] | None = None) -> Any:
         """Run one syscall (a table entry or its name); return its result or raise what it raised
-        (Denied when the policy refuses, SyscallTimeout, Cancelled, the driver's error)."""
+        (Denied when the policy refuses, SyscallTimeout, Cancelled, the driver's error).
+        ``progress(done, total, message)`` gets the driver's ``ctx.progress`` reports."""
         if isinstance(syscall, str):
             syscall = self.table.get(syscall)
-        ctx = SyscallContext(machine=self.machine, pid=pid, cancel=cancel or threading.Event())
+        ctx = SyscallContext(machine=self.machine, pid=pid, cancel=cancel or threading.Event(),
+                             on_progress=progress)
         with acting(pid):   # the files it changes are one request's (or the caller's request's) changes
             return self._call(syscall, arguments, ctx, approval or Approval())
 

@@ -42,6 +42,10 @@ Syscalls
       when none can load: catch it if the driver has another way.
     * ``ctx.cancel`` — a ``threading.Event`` set on Ctrl-C or at the call's time-out:
       check it in long loops and raise :class:`~llmos_shell.errors.Cancelled`.
+    * ``ctx.progress(done, total=None, message=None)`` — say how far a long call has got
+      (see :meth:`SyscallContext.progress`): the shell draws a bar, ``llmos call`` a bar on
+      stderr at a terminal, and the MCP server sends ``notifications/progress`` to a client
+      that asked for them. A call that takes more than a few seconds should report.
     * ``ctx.config`` — settings (``home``, ``model``); ``ctx.pid`` — the calling process.
 
     Every call, the model's or one made by hand (``llmos call``, the shell's
@@ -143,12 +147,41 @@ class SyscallContext:
 
     ``fs``, ``cpu`` and ``config`` are the :class:`Machine`'s; ``pid`` is the calling
     process (None for a call by hand); ``cancel`` is set on Ctrl-C or a time-out:
-    long syscalls check it and raise :class:`~llmos_shell.errors.Cancelled`.
+    long syscalls check it and raise :class:`~llmos_shell.errors.Cancelled`; ``progress()``
+    tells the caller how far a long call has got.
     """
 
     machine: Machine | None = None
     pid: int | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: Where :meth:`progress` goes: ``on_progress(done, total, message)``, set by whoever made
+    #: the call (the shell, ``llmos call``, the MCP server); None shows nothing.
+    on_progress: Callable[[float, float | None, str | None], None] | None = None
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report how far this call has got: ``done`` of ``total`` units (model calls, pages, bytes:
+        the driver's choice, the same all through one call), and what it is doing now.
+
+        ``done`` never goes down; ``total`` may be None while unknown and may grow (a second round
+        of chunks); report ``done == total`` when the work is over. ``message`` is one short line
+        ("summarising part 2 of 3"). Cheap to call from the syscall's own thread, as often as once a
+        second; a display that fails is logged and never fails the call.
+
+        Example::
+
+            for number, page in enumerate(pages, 1):
+                ctx.progress(number - 1, len(pages), f"reading page {number} of {len(pages)}")
+                read(page)
+            ctx.progress(len(pages), len(pages), "done")
+        """
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(done, total, message)
+        except Exception:  # a broken display is no reason to fail the work
+            import logging
+
+            logging.getLogger("llmos.progress").exception("progress display failed")
 
     def _part(self, name: str) -> Any:
         if self.machine is None:

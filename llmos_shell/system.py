@@ -156,18 +156,19 @@ class System:
 
     def call(self, name: str, arguments: Any, *, approve: Approve = "never", confirm=None,
              pid: int | None = None, cancel: threading.Event | None = None, by_user: bool = False,
-             advice: str | None = None) -> Any:
+             advice: str | None = None, progress=None) -> Any:
         """One syscall with no model, through the gate the kernel's calls take: validated, the
         approval policy applied (``confirm(syscall, arguments) -> bool`` under ``ask``), run under
         its time-out, and written to the audit log. Raises Denied when the policy refuses
         (``advice``: what its message tells the user to do instead of the CLI's --approve).
 
         ``by_user``: a person typed these arguments (``llmos call``, the shell's ``call``), so the path
-        they give is where they asked to store; not so for another program's call (MCP)."""
+        they give is where they asked to store; not so for another program's call (MCP).
+        ``progress(done, total, message)`` receives the driver's progress reports (hookspecs)."""
         approval = Approval(approve, confirm=confirm, destination=(lambda path: True) if by_user else None)
         if advice is not None:
             approval.advice = advice
-        return self.gate.call(name, arguments, approval=approval, pid=pid, cancel=cancel)
+        return self.gate.call(name, arguments, approval=approval, pid=pid, cancel=cancel, progress=progress)
 
     def driver_statuses(self) -> list[DriverStatus]:
         statuses: list[DriverStatus] = []

@@ -11,6 +11,40 @@ import click
 from llmos_shell.errors import UsageError
 
 
+class ProgressBar:
+    """A syscall's ``ctx.progress`` reports as a tqdm bar on stderr, drawn only at a terminal (as
+    ``llmos models install`` draws its own); created at the first report, gone when the call ends."""
+
+    FORMAT = "{desc} {bar} {percentage:3.0f}% [{elapsed}]"
+
+    def __init__(self, name: str, stream=None) -> None:
+        self.name = name
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.bar = None
+
+    def __call__(self, done: float, total: float | None, message: str | None) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        from llmos_shell.format import printable
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, file=self.stream, leave=False, dynamic_ncols=True,
+                            bar_format=self.FORMAT if total else "{desc} [{elapsed}]")
+        if total and total != self.bar.total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.set_description_str(f"{self.name}: {printable(message)}" if message else self.name, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 @click.command("call")
 @click.argument("syscall")
 @click.argument("arguments", required=False, default="{}")
@@ -40,13 +74,16 @@ def call_command(state, syscall: str, arguments: str, as_json: bool, approve: st
         return click.confirm(f"{entry.name} {json.dumps(values, ensure_ascii=False)} cannot be undone. Run it?",
                              default=False, err=True)
 
+    bar = ProgressBar(syscall)
     try:
-        result = state.system.call(syscall, args, approve=approve, confirm=confirm, by_user=True)
+        result = state.system.call(syscall, args, approve=approve, confirm=confirm, by_user=True, progress=bar)
     except LlmosError:
         raise
     except Exception as error:  # the driver's failure, not llmos's: say so in one line
         logging.getLogger("llmos.call").exception("syscall %s failed", syscall)
         raise LlmosError(f"syscall {syscall} failed: {type(error).__name__}: {error}") from error
+    finally:
+        bar.close()
     if isinstance(result, str) and not as_json:
         click.echo(result)
     else:

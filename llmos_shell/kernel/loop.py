@@ -19,6 +19,7 @@ left to the model), the syscall runs through the plugin wrappers, and its result
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -138,6 +139,9 @@ class Events:
 
     def syscall_finished(self, record: SyscallRecord) -> None:
         """A syscall ran (or failed, or was denied)."""
+
+    def progress(self, name: str, done: float, total: float | None, message: str | None) -> None:
+        """The running syscall ``name`` reported how far it has got (``ctx.progress``, see hookspecs)."""
 
     def approve(self, syscall: Syscall, arguments: dict[str, Any]) -> bool:
         """Policy ``ask``: may this irreversible syscall run? Default: no."""
@@ -902,7 +906,8 @@ class Kernel:
         try:
             record.result = self.machine.gate.call(syscall, record.arguments,
                                                    approval=self.approval(syscall, events, request, turn and turn.roles),
-                                                   pid=process.pid, cancel=cancel)
+                                                   pid=process.pid, cancel=cancel,
+                                                   progress=functools.partial(events.progress, syscall.name))
             if isinstance(record.result, bytes):
                 record.result = result_text(record.result)
         except Denied as error:

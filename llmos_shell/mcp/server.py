@@ -12,6 +12,9 @@ It offers:
   listing of the files);
 * the kernel as a tool ``ask``: a request run through the local model, which may
   call the syscalls itself (under the same approval policy).
+
+A driver's progress reports (``ctx.progress``, see hookspecs) go to the client as
+``notifications/progress`` when its ``tools/call`` carried a ``progressToken``.
 """
 
 from __future__ import annotations
@@ -105,15 +108,22 @@ class LlmosMcp:
                 annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)))
         return tools
 
-    def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event) -> Any:
-        """Run one tool (blocking): the syscall's result, or raise (Denied, LlmosError...)."""
+    def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event, progress=None) -> Any:
+        """Run one tool (blocking): the syscall's result, or raise (Denied, LlmosError...).
+        ``progress(done, total, message)`` gets the driver's progress reports."""
         if name == ASK and self.ask:
-            return self._ask(arguments, cancel)
-        return self.system.call(name, arguments, approve=self.approve, cancel=cancel, advice=DENIAL_ADVICE)
+            return self._ask(arguments, cancel, progress)
+        return self.system.call(name, arguments, approve=self.approve, cancel=cancel, advice=DENIAL_ADVICE,
+                                progress=progress)
 
-    def _ask(self, arguments: dict[str, Any], cancel: threading.Event) -> dict[str, Any]:
+    def _ask(self, arguments: dict[str, Any], cancel: threading.Event, progress=None) -> dict[str, Any]:
         from llmos_shell.errors import UsageError
-        from llmos_shell.kernel.loop import Kernel
+        from llmos_shell.kernel.loop import Events, Kernel
+
+        class Reports(Events):   # the syscalls' progress reports go on to the client; the rest is silent
+            def progress(self, name: str, done: float, total: float | None, message: str | None) -> None:
+                if progress is not None:
+                    progress(done, total, f"{name}: {message}" if message else name)
 
         request = arguments.get("request")
         if not isinstance(request, str) or not request.strip():
@@ -122,7 +132,7 @@ class LlmosMcp:
             kernel = Kernel(self.system, approve=self.approve)
             kernel.advice = DENIAL_ADVICE
             process = kernel.spawn("mcp ask")
-            turn = kernel.run(process, request, cancel=cancel)
+            turn = kernel.run(process, request, cancel=cancel, events=Reports())
         if turn.status not in ("ok",):
             raise (Denied if turn.status == "denied" else LlmosError)(turn.error or turn.status)
         return {"reply": turn.output, "pid": process.pid,
@@ -133,6 +143,8 @@ class LlmosMcp:
     def build(self):
         """The SDK's low-level Server, with this object's handlers (schemas are given as they are)."""
         import anyio
+        import anyio.from_thread
+        import anyio.lowlevel
         from mcp.server import Server
         from mcp.shared.exceptions import MCPError
         from mcp.types import (INVALID_PARAMS, BlobResourceContents, CallToolResult, ListResourcesResult,
@@ -147,8 +159,16 @@ class LlmosMcp:
             if name not in self.system.table and not (name == ASK and self.ask):
                 raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {name}")
             cancel = threading.Event()
+            loop = anyio.lowlevel.current_token()
+
+            def progress(done: float, total: float | None, message: str | None) -> None:
+                # on the syscall's thread (the watchdog's, not anyio's): hand the report to the event loop;
+                # the SDK sends nothing unless the client's request carried a progressToken
+                anyio.from_thread.run(ctx.session.report_progress, done, total, message, token=loop)
+
             try:
-                result = await anyio.to_thread.run_sync(self.call, name, arguments, cancel, abandon_on_cancel=True)
+                result = await anyio.to_thread.run_sync(self.call, name, arguments, cancel, progress,
+                                                        abandon_on_cancel=True)
             except anyio.get_cancelled_exc_class():
                 cancel.set()   # the client cancelled: stop the syscall too
                 raise

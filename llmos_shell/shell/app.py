@@ -9,6 +9,7 @@ always reaches the prompt.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -332,11 +333,13 @@ class Shell:
         if "uses_cpu" in syscall.capabilities:
             self.ensure_model()
         worker = Worker(self.console, self.confirm, label=f"running {name}")
-        confirm = worker.events().approve  # asked on the main thread, as the kernel's approvals are
+        events = worker.events()
+        confirm = events.approve  # asked on the main thread, as the kernel's approvals are
         try:
             result = worker.run(lambda: self.system.call(name, arguments, approve=self.kernel.approve,
                                                          confirm=confirm, pid=self.process.pid,
-                                                         cancel=worker.cancel, by_user=True))
+                                                         cancel=worker.cancel, by_user=True,
+                                                         progress=functools.partial(events.progress, name)))
         except Denied as error:
             self.console.warning(f"denied: {error}")
             return None

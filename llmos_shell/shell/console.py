@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import click
 
+from llmos_shell.format import printable
 from llmos_shell.shell.style import COLOURS, Glyphs
 
 SHORT_RESULT = 100   # characters of a syscall's result shown on its line
@@ -27,6 +28,22 @@ def short(value: Any, limit: int = SHORT_RESULT) -> str:
         text = json.dumps(value, ensure_ascii=False, default=str)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+BAR_WIDTH = 12   # cells of the progress bar drawn in the spinner's line
+
+
+def progress_text(glyphs, name: str, done: float, total: float | None, message: str | None) -> str:
+    """A syscall's progress as the spinner shows it: ``summarise ████░░░░ 50% · writing the summary``
+    (no bar while the total is unknown)."""
+    parts = [name]
+    if total:
+        share = min(max(done / total, 0.0), 1.0)
+        cells = round(share * BAR_WIDTH)
+        parts.append(f"{glyphs.bar_done * cells}{glyphs.bar_left * (BAR_WIDTH - cells)} {share:4.0%}")
+    if message:
+        parts.append(f"· {printable(message)}")   # a driver's words: no terminal controls
+    return " ".join(parts)
 
 
 class Console:

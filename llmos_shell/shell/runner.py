@@ -16,6 +16,7 @@ from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Any, Callable
 
 from llmos_shell.kernel.loop import Events
+from llmos_shell.shell.console import progress_text
 
 log = logging.getLogger("llmos.shell")
 
@@ -34,10 +35,12 @@ class Approval:
 class ShellEvents(Events):
     """The kernel's events, shown on the console; approvals go to the main thread."""
 
-    def __init__(self, console, approvals: "queue.Queue[Approval]", cancel: threading.Event) -> None:
+    def __init__(self, console, approvals: "queue.Queue[Approval]", cancel: threading.Event,
+                 show_status: Callable[[str | None], None] = lambda status: None) -> None:
         self.console = console
         self.approvals = approvals
         self.cancel = cancel
+        self.show_status = show_status   # what the spinner says instead of its label (a syscall's progress)
 
     def token(self, text: str) -> None:
         if not self.cancel.is_set():      # a token already on its way after Ctrl-C is not shown
@@ -47,7 +50,11 @@ class ShellEvents(Events):
         self.console.syscall_started(name, arguments)
 
     def syscall_finished(self, record) -> None:
+        self.show_status(None)
         self.console.syscall_finished(record)
+
+    def progress(self, name: str, done: float, total: float | None, message: str | None) -> None:
+        self.show_status(progress_text(self.console.glyphs, name, done, total, message))
 
     def approve(self, syscall, arguments: dict[str, Any]) -> bool:
         return ask_main_thread(self.approvals, self.cancel, syscall.name, arguments)
@@ -81,9 +88,13 @@ class Worker:
         self.cancel = cancel or threading.Event()   # a job's own, when following one
         self.approvals: "queue.Queue[Approval]" = queue.Queue()
         self.interrupted = False
+        self.status: str | None = None   # a running syscall's progress, shown instead of the label
 
     def events(self) -> ShellEvents:
-        return ShellEvents(self.console, self.approvals, self.cancel)
+        return ShellEvents(self.console, self.approvals, self.cancel, show_status=self._set_status)
+
+    def _set_status(self, status: str | None) -> None:
+        self.status = status   # one reference, swapped whole: read by the main thread's spinner
 
     def run(self, function: Callable[[], Any]) -> Any:
         """Run ``function`` in a thread; return its result or raise its exception.
@@ -129,7 +140,7 @@ class Worker:
             try:
                 self._serve_approvals()
                 if not self.interrupted:
-                    self.console.spin(waiting() or self.label)
+                    self.console.spin(waiting() or self.status or self.label)
                 if ended(0.1):
                     break
                 if self.interrupted:
@@ -229,6 +240,12 @@ class JobEvents(Events):
 
     def syscall_finished(self, record) -> None:
         self._emit("syscall_finished", record)
+
+    def progress(self, name: str, done: float, total: float | None, message: str | None) -> None:
+        with self._lock:
+            shown = self._shown
+        if shown is not None:   # in the background only the latest would matter: none is kept
+            shown.progress(name, done, total, message)
 
     def approve(self, syscall, arguments: dict[str, Any]) -> bool:
         with self._lock:

@@ -55,7 +55,9 @@ class Glyphs:
             self.call, self.ok, self.fail, self.denied = "⚙", "↳", "✗", "⊘"
             self.spinner = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
             self.sep = "│"
+            self.bar_done, self.bar_left = "█", "░"
         else:
             self.call, self.ok, self.fail, self.denied = "*", "->", "x", "!"
             self.spinner = "|/-\\"
             self.sep = "|"
+            self.bar_done, self.bar_left = "#", "-"
