@@ -2,10 +2,14 @@
 
 Backends, chosen by ``LLMOS_SUMMARISE_BACKEND`` (default ``auto``):
 
-* ``cpu`` — abstractive, by the model, through the shared CPU. A text longer
-  than the context is cut into chunks that fit; each chunk is summarised (map),
-  then the partial summaries are summarised together (reduce), again in chunks
-  if they still do not fit, so any length works.
+* ``cpu`` — abstractive, by the model, through the shared CPU. A text that fits
+  one call is read whole. A longer one first goes through an extractive pass:
+  its most salient sentences (MiniLM embeddings, centroid similarity and MMR),
+  kept in their order, within a budget one call reads (``EXTRACT_TOKENS``); the
+  model writes the summary from them. ``LLMOS_SUMMARISE_LONG=map-reduce`` reads
+  every word instead, as before issue 26 (slower: the GPL takes 3 calls, ~2.5x
+  the time): chunks that fit are summarised (map), then the partial summaries
+  together (reduce), again in chunks if they still do not fit.
 * ``textrank`` — extractive: the most central sentences, in their original
   order (TextRank computed with numpy; sentences split by ``pysbd`` where
   installed, a regex otherwise; no NLTK, no data files).
@@ -17,18 +21,29 @@ from __future__ import annotations
 import functools
 import importlib.util
 import re
-from typing import Any, Literal
+from typing import Any, Callable, Literal, Sequence
 
 from llmos_shell import Cancelled, DriverStatus, LlmosError, UsageError, hookimpl
 from llmos_shell import toolkit
 
 BACKENDS = ("auto", "cpu", "textrank")
 ENV = "LLMOS_SUMMARISE_BACKEND"
+LONG_TEXTS = ("extract", "map-reduce")   # how the CPU takes a text longer than one call reads
+LONG_ENV = "LLMOS_SUMMARISE_LONG"
 
 #: length -> (sentences for TextRank, words for the model, max new tokens for the model)
 LENGTHS = {"short": (2, 40, 96), "medium": (4, 90, 192), "long": (8, 180, 360)}
 
 MAX_ROUNDS = 6  # reduce rounds; each divides the text by ~3 at least, so this covers any sane input
+
+# Tokens of chosen sentences that the one call writing a long text's summary reads. Why 1,536: on 2
+# cores the default model reads ~125 tokens/s and writes ~35 (bench/cpu.py); reading all of the GPL
+# (~8,000 tokens, 3 calls) took 76 s (issue 26). Writing a medium summary (<= 192 tokens) takes ~6 s,
+# embedding the sentences ~3 s, loading the model ~2 s: 1,536 tokens (~12 s to read) keep any long
+# text near 25 s, in one call with room to spare in a 4,096-token context (a smaller one caps it).
+EXTRACT_TOKENS = 1536
+MIN_SENTENCE_CHARS = 20   # shorter "sentences" are headings ("0. Definitions."): no content alone
+MMR_LAMBDA = 0.7          # salience against saying again what a chosen sentence says (MMR)
 
 
 # --- sentences ------------------------------------------------------------------------------
@@ -136,6 +151,82 @@ def summarise_textrank(text: str, sentences: int) -> str:
     return " ".join(found[i] for i in textrank(found, sentences))
 
 
+# --- the extractive first pass ------------------------------------------------------------
+
+def choose_sentences(vectors: Any, fits: Callable[[int], bool], eligible: Sequence[bool]) -> list[int]:
+    """Indices of the most salient sentences, in text order, as many as ``fits(index)`` lets in.
+
+    Salience is the cosine similarity of a sentence's embedding to the document's centroid (what
+    the text keeps returning to). Sentences are taken by MMR (Carbonell & Goldstein 1998): the best
+    of salience minus similarity to the closest sentence already taken, so the budget is not spent
+    saying one thing twice. ``vectors`` are unit rows; ``fits`` says whether one more sentence still
+    fits the budget (and counts it in when it does).
+    """
+    import numpy as np
+
+    centroid = vectors.mean(axis=0)
+    centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
+    salience = vectors @ centroid
+    closest_taken = np.zeros(len(vectors), dtype=np.float32)
+    open_ = np.asarray(eligible, dtype=bool).copy()
+    taken: list[int] = []
+    while open_.any():
+        score = np.where(open_, MMR_LAMBDA * salience - (1 - MMR_LAMBDA) * closest_taken, -np.inf)
+        best = int(np.argmax(score))
+        open_[best] = False
+        if fits(best):
+            taken.append(best)
+            closest_taken = np.maximum(closest_taken, vectors @ vectors[best])
+    return sorted(taken)
+
+
+def joined_excerpt(sentences: list[str], chosen: list[int]) -> str:
+    """The chosen sentences as the model reads them: neighbours in the text joined into one line."""
+    lines: list[list[str]] = []
+    for position, index in enumerate(chosen):
+        if position and chosen[position - 1] == index - 1:
+            lines[-1].append(sentences[index])
+        else:
+            lines.append([sentences[index]])
+    return "\n".join(" ".join(line) for line in lines)
+
+
+class _Extract:
+    """A text too long for one call, cut down to its most salient sentences within ``budget`` tokens."""
+
+    def __init__(self, cpu: Any, budget: int, report: Callable[[float, str], None]) -> None:
+        self.cpu = cpu
+        self.budget = budget
+        self.report = report   # report(share of the step done, message)
+
+    def run(self, text: str) -> tuple[str, int, int]:
+        """The excerpt, how many sentences it keeps, and of how many. Raises LlmosError when the
+        sentence embedder is missing."""
+        from llmos_shell.kernel.embed import shared_encoder
+
+        sentences = split_sentences(text)
+        encoder = shared_encoder()
+        self.report(0.0, f"choosing among {len(sentences)} sentences")
+        vectors = encoder.encode_many(sentences, on_batch=lambda done, total: self.report(
+            done / total, f"choosing among {len(sentences)} sentences"))
+        chosen = choose_sentences(vectors, self._fits(sentences),
+                                  [len(s) >= MIN_SENTENCE_CHARS for s in sentences])
+        return joined_excerpt(sentences, chosen), len(chosen), len(sentences)
+
+    def _fits(self, sentences: list[str]) -> Callable[[int], bool]:
+        used = 0
+
+        def fits(index: int) -> bool:
+            nonlocal used
+            size = self.cpu.count_tokens(sentences[index]) + 1   # +1: the space or newline joining it
+            if used + size > self.budget:
+                return False
+            used += size
+            return True
+
+        return fits
+
+
 # --- map-reduce with the CPU ----------------------------------------------------------------
 
 def _pieces(text: str, cpu: Any, budget: int) -> list[str]:
@@ -195,12 +286,39 @@ def tidy(text: str, truncated: bool) -> str:
     return " ".join(kept)
 
 
+class _Steps:
+    """How far a summary has got, for ``ctx.progress``: one step to choose sentences (long texts),
+    one per model call. The total grows when a reduce round turns out to need more calls."""
+
+    def __init__(self, ctx) -> None:
+        self.report = ctx.progress if ctx is not None else (lambda done, total=None, message=None: None)
+        self.done = 0.0
+        self.total = 1
+
+    def expect(self, more: int) -> None:
+        """``more`` steps are still to come, counting the one starting now."""
+        self.total = max(self.total, int(self.done) + more)
+
+    def at(self, share: float, message: str) -> None:
+        """Within the current step: ``share`` of it done."""
+        self.done = max(self.done, int(self.done) + min(share, 0.99))
+        self.report(self.done, self.total, message)
+
+    def step_done(self) -> None:
+        self.done = int(self.done) + 1
+
+    def finish(self) -> None:
+        self.total = max(self.total, int(self.done))
+        self.report(self.total, self.total, "done")
+
+
 class _MapReduce:
     """Summarise with the CPU: chunks that fit the context (map), then summaries of summaries (reduce)."""
 
-    def __init__(self, cpu: Any, length: str, cancel) -> None:
+    def __init__(self, cpu: Any, length: str, cancel, steps: _Steps) -> None:
         self.cpu = cpu
         self.cancel = cancel
+        self.steps = steps
         _, self.words, out_tokens = LENGTHS[length]
         # the answer must leave room for the text in the context
         self.out_tokens = max(32, min(out_tokens, cpu.n_ctx // 4))
@@ -212,15 +330,17 @@ class _MapReduce:
         return [{"role": "system", "content": SYSTEM_PROMPT},
                 {"role": "user", "content": f"{instruction}\n\nText:\n{text}"}]
 
-    def _ask(self, instruction: str, text: str, max_tokens: int) -> str:
+    def _ask(self, instruction: str, text: str, max_tokens: int, doing: str) -> str:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("summarise cancelled")
+        self.steps.at(0.0, doing)
         self.calls += 1
         generation = self.cpu.generate(self.cpu.format_chat(self._messages(instruction, text)),
                                        max_tokens=max_tokens, temperature=0.0, stop=["\n\n"],
                                        cancel=self.cancel)
         if generation.cancelled:
             raise Cancelled("summarise cancelled")
+        self.steps.step_done()
         return tidy(generation.text.strip(), truncated=generation.finish_reason == "length")
 
     def budget(self, instruction: str, max_tokens: int) -> int:
@@ -228,29 +348,47 @@ class _MapReduce:
         empty = self.cpu.format_chat(self._messages(instruction, ""))
         return self.cpu.n_ctx - self.cpu.count_tokens(empty) - max_tokens - 8
 
-    def run(self, text: str) -> tuple[str, int]:
-        """The summary, and how many chunks the text was cut into (1 if it fitted)."""
-        final = f"Summarise the text in at most {self.words} words."
+    def final_instruction(self, excerpt: bool = False) -> str:
+        if excerpt:
+            return (f"The text is the key sentences of a longer document, in their order. Summarise the "
+                    f"document in at most {self.words} words.")
+        return f"Summarise the text in at most {self.words} words."
+
+    def fits_one_call(self, text: str) -> bool:
+        return self.cpu.count_tokens(text) <= self.one_call_budget()
+
+    def one_call_budget(self, excerpt: bool = False) -> int:
+        return self.budget(self.final_instruction(excerpt), self.out_tokens)
+
+    def run(self, text: str, excerpt: str | None = None) -> tuple[str, int]:
+        """The summary, and how many chunks the text was cut into (1 if it fitted). ``excerpt``: the
+        text is chosen sentences of a longer one, and this says what ("37 of 213 sentences")."""
+        final = self.final_instruction(excerpt is not None)
+        writing = f"writing the summary from {excerpt}" if excerpt else "writing the summary"
         partial = (f"This is one part of a longer text. Summarise this part in at most "
                    f"{max(20, min(self.words, self.partial_tokens * 2 // 3))} words, "
                    "keeping names, numbers and conclusions.")
         first_chunks = 0
         for _ in range(MAX_ROUNDS):
             if self.cpu.count_tokens(text) <= self.budget(final, self.out_tokens):
-                return self._ask(final, text, self.out_tokens), first_chunks or 1
+                self.steps.expect(1)
+                return self._ask(final, text, self.out_tokens, writing), first_chunks or 1
             budget = self.budget(partial, self.partial_tokens)
             if budget < 2 * self.partial_tokens:
                 raise LlmosError(f"summarise: the context of {self.cpu.n_ctx} tokens is too small "
                                  "to summarise in chunks")
             chunks = _pieces(text, self.cpu, budget)
             first_chunks = first_chunks or len(chunks)
-            summaries = [self._ask(partial, chunk, self.partial_tokens) for chunk in chunks]
+            self.steps.expect(len(chunks) + 1)   # the chunks, then at least one call on their summaries
+            summaries = [self._ask(partial, chunk, self.partial_tokens, f"summarising part {number} of {len(chunks)}")
+                         for number, chunk in enumerate(chunks, 1)]
             joined = "\n\n".join(s for s in summaries if s)
             if not joined:
                 raise LlmosError("summarise: the model returned empty summaries")
             if self.cpu.count_tokens(joined) >= self.cpu.count_tokens(text):
                 raise LlmosError("summarise: the partial summaries are not getting shorter")
             text = joined
+            writing = f"writing the summary from {len(summaries)} partial summaries"
         raise LlmosError(f"summarise: the text is still too long after {MAX_ROUNDS} rounds")
 
 
@@ -258,6 +396,10 @@ class _MapReduce:
 
 def backend_setting() -> str:
     return toolkit.backend_setting(ENV, BACKENDS)
+
+
+def long_setting() -> str:
+    return toolkit.backend_setting(LONG_ENV, LONG_TEXTS, default="extract")
 
 
 def summarise(text: str | None = None, path: str | None = None,
@@ -284,30 +426,55 @@ def summarise(text: str | None = None, path: str | None = None,
     result: dict[str, Any] = {"length": length}
     if path is not None:
         result["path"] = path
-    if ignored_text:
-        result["note"] = "both text and path were given: summarised the file"
+    notes = ["both text and path were given: summarised the file"] if ignored_text else []
     if backend in ("auto", "cpu"):
         try:
             cpu = ctx.cpu
         except LlmosError as error:
             if backend == "cpu":
                 raise
-            note = f"no model could load ({error}); extractive summary instead"
-            result["note"] = f"{result['note']}; {note}" if "note" in result else note
+            notes.append(f"no model could load ({error}); extractive summary instead")
         else:
-            job = _MapReduce(cpu, length, ctx.cancel if ctx is not None else None)
-            summary, chunks = job.run(text)
-            return {**result, "summary": summary, "backend": f"cpu {getattr(cpu, 'name', '')}".strip(),
-                    "chunks": chunks, "model_calls": job.calls}
+            return {**result, **_with_cpu(text, cpu, length, ctx, notes)}
+    if notes:
+        result["note"] = "; ".join(notes)
     sentences = LENGTHS[length][0]
     return {**result, "summary": summarise_textrank(text, sentences), "backend": "textrank"}
+
+
+def _with_cpu(text: str, cpu: Any, length: str, ctx, notes: list[str]) -> dict[str, Any]:
+    """The model's summary: the whole text if one call reads it; else, unless the user asked to read
+    every word (``LLMOS_SUMMARISE_LONG=map-reduce``), its most salient sentences; else map-reduce."""
+    steps = _Steps(ctx)
+    job = _MapReduce(cpu, length, ctx.cancel if ctx is not None else None, steps)
+    excerpt = None
+    if not job.fits_one_call(text) and long_setting() == "extract":
+        steps.expect(2)   # choosing the sentences, then the one call that writes the summary
+        budget = min(EXTRACT_TOKENS, job.one_call_budget(excerpt=True))
+        try:
+            chosen, kept, of = _Extract(cpu, budget, steps.at).run(text)
+        except LlmosError as error:   # the embedder is missing: read it all, slowly, rather than fail
+            notes.append(f"{error}; read the whole text instead")
+        else:
+            if kept:   # none when no sentence fits the budget alone: read it all
+                text, excerpt = chosen, f"{kept} of {of} sentences"
+            steps.step_done()
+    summary, chunks = job.run(text, excerpt)
+    steps.finish()
+    result: dict[str, Any] = {"summary": summary, "backend": f"cpu {getattr(cpu, 'name', '')}".strip(),
+                              "chunks": chunks, "model_calls": job.calls}
+    if excerpt:
+        result["extract"] = excerpt
+    if notes:
+        result["note"] = "; ".join(notes)
+    return result
 
 
 # --- hooks --------------------------------------------------------------------------------
 
 @hookimpl
 def register_syscalls(register):
-    # a long text is summarised chunk by chunk on the CPU: minutes on 2 busy cores
+    # a long text read whole (LLMOS_SUMMARISE_LONG=map-reduce) takes minutes on 2 busy cores
     register(summarise, capabilities=["reads_fs", "uses_cpu"], reads=["text/*"], input="text", output="summary",
              timeout=600, examples=[
         "Summarise /docs/report.txt", "Give me a short summary of /inputs/article.txt",

@@ -35,7 +35,7 @@ def system(tmp_path):
 @pytest.fixture
 def clean_backends(monkeypatch):
     """Every driver backend setting back to its default for the test."""
-    for name in ("LLMOS_TRANSLATE_BACKEND", "LLMOS_SUMMARISE_BACKEND", "LLMOS_OCR_BACKEND",
+    for name in ("LLMOS_TRANSLATE_BACKEND", "LLMOS_SUMMARISE_BACKEND", "LLMOS_SUMMARISE_LONG", "LLMOS_OCR_BACKEND",
                  "LLMOS_TTS_BACKEND", "LLMOS_STT_BACKEND", "LLMOS_TRACE"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch

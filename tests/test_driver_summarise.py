@@ -131,6 +131,7 @@ def test_bad_arguments_are_usage_errors(system, arguments):
 
 def test_map_reduce_keeps_every_prompt_inside_the_context(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMOS_SUMMARISE_BACKEND", "cpu")
+    monkeypatch.setenv("LLMOS_SUMMARISE_LONG", "map-reduce")   # read every word
     # FakeCpu counts words as tokens and raises, as llama.cpp does, on a prompt that does not fit
     cpu = FakeCpu(n_ctx=512, responder=lambda prompt: "The bridge will be replaced with a state grant.")
     machine = make_system(tmp_path, cpu=cpu, strict=True)
@@ -154,7 +155,9 @@ def test_a_short_text_takes_one_model_call(tmp_path, monkeypatch):
     assert result["backend"] == "cpu fake"
 
 
-def test_cancel_stops_the_map_reduce(tmp_path):
+@pytest.mark.parametrize("long_texts", ["extract", "map-reduce"])
+def test_cancel_stops_the_summary_before_any_model_call(tmp_path, monkeypatch, long_texts):
+    monkeypatch.setenv("LLMOS_SUMMARISE_LONG", long_texts)
     cpu = FakeCpu(n_ctx=512, responder=lambda prompt: "a summary")
     machine = make_system(tmp_path, cpu=cpu, strict=True)
     cancel = threading.Event()
