@@ -102,6 +102,7 @@ def summarise(system, path: str, way: str, length: str, document: str) -> dict:
     """One call of the syscall through the gate, as ``llmos call`` makes it, timed."""
     events: list[tuple] = []
     before = load()
+    system.cpu.reset()   # each way reads its prompt from scratch: no KV cache left by the other
     with long_texts(way):
         started = time.perf_counter()
         result = system.call("summarise", {"path": path, "length": length}, by_user=True,

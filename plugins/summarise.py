@@ -44,6 +44,11 @@ MAX_ROUNDS = 6  # reduce rounds; each divides the text by ~3 at least, so this c
 EXTRACT_TOKENS = 1536
 MIN_SENTENCE_CHARS = 20   # shorter "sentences" are headings ("0. Definitions."): no content alone
 MMR_LAMBDA = 0.7          # salience against saying again what a chosen sentence says (MMR)
+# The opening (a title, an abstract, a preamble) takes up to a third of the budget: it says what the
+# document is and is for, and a small model writes a coherent summary from a coherent passage, where
+# from scattered sentences alone it lost the thread (GPL: "the license is designed to prevent the
+# practice for those products"). The rest goes to what the whole text keeps returning to.
+LEAD_SHARE = 3
 
 
 # --- sentences ------------------------------------------------------------------------------
@@ -153,14 +158,16 @@ def summarise_textrank(text: str, sentences: int) -> str:
 
 # --- the extractive first pass ------------------------------------------------------------
 
-def choose_sentences(vectors: Any, fits: Callable[[int], bool], eligible: Sequence[bool]) -> list[int]:
+def choose_sentences(vectors: Any, fits: Callable[[int], bool], eligible: Sequence[bool],
+                     lead: Sequence[int] = ()) -> list[int]:
     """Indices of the most salient sentences, in text order, as many as ``fits(index)`` lets in.
 
-    Salience is the cosine similarity of a sentence's embedding to the document's centroid (what
-    the text keeps returning to). Sentences are taken by MMR (Carbonell & Goldstein 1998): the best
-    of salience minus similarity to the closest sentence already taken, so the budget is not spent
-    saying one thing twice. ``vectors`` are unit rows; ``fits`` says whether one more sentence still
-    fits the budget (and counts it in when it does).
+    The ``lead`` sentences (the opening) are taken first. Then salience: the cosine similarity of a
+    sentence's embedding to the document's centroid (what the text keeps returning to). Sentences
+    are taken by MMR (Carbonell & Goldstein 1998): the best of salience minus similarity to the
+    closest sentence already taken, so the budget is not spent saying one thing twice. ``vectors``
+    are unit rows; ``fits`` says whether one more sentence still fits the budget (and counts it in
+    when it does).
     """
     import numpy as np
 
@@ -170,6 +177,10 @@ def choose_sentences(vectors: Any, fits: Callable[[int], bool], eligible: Sequen
     closest_taken = np.zeros(len(vectors), dtype=np.float32)
     open_ = np.asarray(eligible, dtype=bool).copy()
     taken: list[int] = []
+    for index in lead:
+        open_[index] = False
+        taken.append(index)
+        closest_taken = np.maximum(closest_taken, vectors @ vectors[index])
     while open_.any():
         score = np.where(open_, MMR_LAMBDA * salience - (1 - MMR_LAMBDA) * closest_taken, -np.inf)
         best = int(np.argmax(score))
@@ -194,10 +205,11 @@ def joined_excerpt(sentences: list[str], chosen: list[int]) -> str:
 class _Extract:
     """A text too long for one call, cut down to its most salient sentences within ``budget`` tokens."""
 
-    def __init__(self, cpu: Any, budget: int, report: Callable[[float, str], None]) -> None:
+    def __init__(self, cpu: Any, budget: int, report: Callable[[float, str], None], cancel=None) -> None:
         self.cpu = cpu
         self.budget = budget
         self.report = report   # report(share of the step done, message)
+        self.cancel = cancel
 
     def run(self, text: str) -> tuple[str, int, int]:
         """The excerpt, how many sentences it keeps, and of how many. Raises LlmosError when the
@@ -206,20 +218,39 @@ class _Extract:
 
         sentences = split_sentences(text)
         encoder = shared_encoder()
-        self.report(0.0, f"choosing among {len(sentences)} sentences")
-        vectors = encoder.encode_many(sentences, on_batch=lambda done, total: self.report(
-            done / total, f"choosing among {len(sentences)} sentences"))
-        chosen = choose_sentences(vectors, self._fits(sentences),
-                                  [len(s) >= MIN_SENTENCE_CHARS for s in sentences])
+        doing = f"choosing among {len(sentences)} sentences"
+        self.report(0.0, doing)
+
+        def embedded(done: int, total: int) -> None:
+            if self.cancel is not None and self.cancel.is_set():
+                raise Cancelled("summarise cancelled")
+            self.report(done / total, doing)
+
+        vectors = encoder.encode_many(sentences, on_batch=embedded)
+        eligible = [len(s) >= MIN_SENTENCE_CHARS for s in sentences]
+        fits = self._fits(sentences, self.budget)
+        chosen = choose_sentences(vectors, fits, eligible, lead=self._lead(sentences, eligible, fits))
         return joined_excerpt(sentences, chosen), len(chosen), len(sentences)
 
-    def _fits(self, sentences: list[str]) -> Callable[[int], bool]:
+    def _lead(self, sentences: list[str], eligible: list[bool], fits: Callable[[int], bool]) -> list[int]:
+        """The opening sentences, up to 1/LEAD_SHARE of the budget (counted into ``fits``)."""
+        in_lead = self._fits(sentences, self.budget // LEAD_SHARE)
+        lead = []
+        for index in (i for i, ok in enumerate(eligible) if ok):
+            if not in_lead(index):
+                break
+            fits(index)
+            lead.append(index)
+        return lead
+
+    def _fits(self, sentences: list[str], budget: int) -> Callable[[int], bool]:
+        """Whether one more sentence fits ``budget`` tokens, counting it in when it does."""
         used = 0
 
         def fits(index: int) -> bool:
             nonlocal used
             size = self.cpu.count_tokens(sentences[index]) + 1   # +1: the space or newline joining it
-            if used + size > self.budget:
+            if used + size > budget:
                 return False
             used += size
             return True
@@ -348,22 +379,18 @@ class _MapReduce:
         empty = self.cpu.format_chat(self._messages(instruction, ""))
         return self.cpu.n_ctx - self.cpu.count_tokens(empty) - max_tokens - 8
 
-    def final_instruction(self, excerpt: bool = False) -> str:
-        if excerpt:
-            return (f"The text is the key sentences of a longer document, in their order. Summarise the "
-                    f"document in at most {self.words} words.")
+    def final_instruction(self) -> str:
+        # the same for chosen sentences: told they were chosen, the model wrote about "key sentences"
         return f"Summarise the text in at most {self.words} words."
 
-    def fits_one_call(self, text: str) -> bool:
-        return self.cpu.count_tokens(text) <= self.one_call_budget()
-
-    def one_call_budget(self, excerpt: bool = False) -> int:
-        return self.budget(self.final_instruction(excerpt), self.out_tokens)
+    def one_call_budget(self) -> int:
+        """Tokens of text the call that writes the summary can read."""
+        return self.budget(self.final_instruction(), self.out_tokens)
 
     def run(self, text: str, excerpt: str | None = None) -> tuple[str, int]:
         """The summary, and how many chunks the text was cut into (1 if it fitted). ``excerpt``: the
         text is chosen sentences of a longer one, and this says what ("37 of 213 sentences")."""
-        final = self.final_instruction(excerpt is not None)
+        final = self.final_instruction()
         writing = f"writing the summary from {excerpt}" if excerpt else "writing the summary"
         partial = (f"This is one part of a longer text. Summarise this part in at most "
                    f"{max(20, min(self.words, self.partial_tokens * 2 // 3))} words, "
@@ -448,11 +475,12 @@ def _with_cpu(text: str, cpu: Any, length: str, ctx, notes: list[str]) -> dict[s
     steps = _Steps(ctx)
     job = _MapReduce(cpu, length, ctx.cancel if ctx is not None else None, steps)
     excerpt = None
-    if not job.fits_one_call(text) and long_setting() == "extract":
+    budget = job.one_call_budget()
+    if cpu.count_tokens(text) > budget and long_setting() == "extract":
         steps.expect(2)   # choosing the sentences, then the one call that writes the summary
-        budget = min(EXTRACT_TOKENS, job.one_call_budget(excerpt=True))
+        budget = min(EXTRACT_TOKENS, budget)
         try:
-            chosen, kept, of = _Extract(cpu, budget, steps.at).run(text)
+            chosen, kept, of = _Extract(cpu, budget, steps.at, job.cancel).run(text)
         except LlmosError as error:   # the embedder is missing: read it all, slowly, rather than fail
             notes.append(f"{error}; read the whole text instead")
         else:
