@@ -1,4 +1,4 @@
-"""Helpers every driver with more than one backend needs (public: import from here).
+"""Helpers drivers share (public: import from here): backend settings, and sentence vectors.
 
 A driver lets the user choose its backend with an environment variable
 (``LLMOS_OCR_BACKEND=auto|tesseract|rapidocr``) and reports what it can use in
@@ -9,13 +9,16 @@ A driver lets the user choose its backend with an environment variable
     backend = backend_setting("LLMOS_OCR_BACKEND", ("auto", "tesseract", "rapidocr"))
     labels, fixes = usable(backend, [Backend("tesseract", ok=..., fix="apt-get install tesseract-ocr"),
                                      Backend("rapidocr", ok=..., fix="pip install rapidocr-onnxruntime")])
+
+A driver that compares texts by meaning (which sentences of a document matter) uses the
+kernel's own sentence encoder through :func:`sentence_vectors`, never a model of its own.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from llmos_shell.errors import UsageError
 from llmos_shell.fs.paths import normalise as normalise_path  # noqa: F401  (a path as the filesystem writes it)
@@ -47,3 +50,13 @@ def usable(chosen: str, backends: Sequence[Backend]) -> tuple[list[str], list[st
     labels = [b.label or b.name for b in wanted if b.ok]
     fixes = [b.fix if b.fix.startswith(b.name) else f"{b.name}: {b.fix}" for b in wanted if not b.ok and b.fix]
     return labels, fixes
+
+
+def sentence_vectors(texts: Sequence[str], on_batch: Callable[[int, int], None] | None = None) -> Any:
+    """Unit vectors of ``texts``, one NumPy row each in their order (a dot product is the cosine
+    similarity): all-MiniLM-L6-v2, the encoder the kernel's router uses, on NumPy. Texts past 128
+    tokens are read up to there. ``on_batch(done, total)`` is called after each batch (raise in it
+    to stop). Raises :class:`~llmos_shell.errors.LlmosError` when the model's package is missing."""
+    from llmos_shell.kernel.embed import shared_encoder
+
+    return shared_encoder().encode_many(list(texts), on_batch=on_batch)

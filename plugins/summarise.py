@@ -214,10 +214,7 @@ class _Extract:
     def run(self, text: str) -> tuple[str, int, int]:
         """The excerpt, how many sentences it keeps, and of how many. Raises LlmosError when the
         sentence embedder is missing."""
-        from llmos_shell.kernel.embed import shared_encoder
-
         sentences = split_sentences(text)
-        encoder = shared_encoder()
         doing = f"choosing among {len(sentences)} sentences"
         self.report(0.0, doing)
 
@@ -226,7 +223,7 @@ class _Extract:
                 raise Cancelled("summarise cancelled")
             self.report(done / total, doing)
 
-        vectors = encoder.encode_many(sentences, on_batch=embedded)
+        vectors = toolkit.sentence_vectors(sentences, on_batch=embedded)
         eligible = [len(s) >= MIN_SENTENCE_CHARS for s in sentences]
         fits = self._fits(sentences, self.budget)
         chosen = choose_sentences(vectors, fits, eligible, lead=self._lead(sentences, eligible, fits))
