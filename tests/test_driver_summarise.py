@@ -318,7 +318,7 @@ def test_the_whole_gpl_takes_one_model_call_on_the_long_path(tmp_path):
     try:
         machine = make_system(tmp_path, cpu=cpu, strict=True)
         machine.fs.write("/docs/gpl.txt", GPL.read_text(encoding="utf-8"))
-        assert cpu.count_tokens(GPL.read_text(encoding="utf-8")) > 2 * cpu.n_ctx
+        assert cpu.count_tokens(GPL.read_text(encoding="utf-8")) > 1.5 * cpu.n_ctx
         result, reports = summarise_with_progress(machine, {"path": "/docs/gpl.txt"})
         assert result["model_calls"] == 1 and result["extract"].endswith("of 213 sentences"), result
         assert result["summary"].strip()
