@@ -7,8 +7,8 @@ Backends, chosen by ``LLMOS_SUMMARISE_BACKEND`` (default ``auto``):
   its most salient sentences (MiniLM embeddings, centroid similarity and MMR),
   kept in their order, within a budget one call reads (``EXTRACT_TOKENS``); the
   model writes the summary from them. ``LLMOS_SUMMARISE_LONG=map-reduce`` reads
-  every word instead, as before issue 26 (slower: the GPL takes 3 calls, ~2.5x
-  the time): chunks that fit are summarised (map), then the partial summaries
+  every word instead, as before issue 26 (slower: the GPL takes 3 calls and
+  2.8x the time on a quiet machine, 4.4x on a busy one): chunks that fit are summarised (map), then the partial summaries
   together (reduce), again in chunks if they still do not fit.
 * ``textrank`` — extractive: the most central sentences, in their original
   order (TextRank computed with numpy; sentences split by ``pysbd`` where
@@ -36,11 +36,13 @@ LENGTHS = {"short": (2, 40, 96), "medium": (4, 90, 192), "long": (8, 180, 360)}
 
 MAX_ROUNDS = 6  # reduce rounds; each divides the text by ~3 at least, so this covers any sane input
 
-# Tokens of chosen sentences that the one call writing a long text's summary reads. Why 1,536: on 2
-# cores the default model reads ~125 tokens/s and writes ~35 (bench/cpu.py); reading all of the GPL
-# (~8,000 tokens, 3 calls) took 76 s (issue 26). Writing a medium summary (<= 192 tokens) takes ~6 s,
-# embedding the sentences ~3 s, loading the model ~2 s: 1,536 tokens (~12 s to read) keep any long
-# text near 25 s, in one call with room to spare in a 4,096-token context (a smaller one caps it).
+# Tokens of chosen sentences that the one call writing a long text's summary reads. Why 1,536: the
+# target is 30 s for the whole GPL (~7,500 tokens; reading all of it took 76-81 s in 3 calls) on 2
+# quiet cores, where the default model reads ~125 tokens/s and writes ~35 (bench/cpu.py). Embedding
+# its 213 sentences takes ~6 s, loading the model ~2 s, writing a medium summary (<= 192 tokens) up
+# to ~6 s: that leaves ~15 s, ~1,600 tokens of reading with the prompt. Measured: 27.8 s by
+# `llmos call` (bench/summarise.py). It is one call with room to spare in a 4,096-token context; a
+# smaller context caps it.
 EXTRACT_TOKENS = 1536
 MIN_SENTENCE_CHARS = 20   # shorter "sentences" are headings ("0. Definitions."): no content alone
 MMR_LAMBDA = 0.7          # salience against saying again what a chosen sentence says (MMR)
