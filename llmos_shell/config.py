@@ -128,3 +128,10 @@ def setup_logging(config: Config) -> None:
 def default_home() -> Path:
     """Where llmos keeps its data when neither --home nor LLMOS_HOME says."""
     return Path.home() / ".llmos"
+
+
+def machine_cache(name: str) -> Path:
+    """A cache shared by every home on this machine (``$XDG_CACHE_HOME/llmos/NAME``): what depends
+    only on the installed code and the CPU, worked out once per machine, not once per home."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "llmos" / name

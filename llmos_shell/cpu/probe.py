@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llmos_shell.config import machine_cache
 from llmos_shell.cpu import hardware
 
 log = logging.getLogger("llmos.cpu")
@@ -30,8 +31,7 @@ TIMEOUT_S = 300
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "llmos" / "probes"
+    return machine_cache("probes")
 
 
 def _library_stamp() -> str:
