@@ -179,14 +179,34 @@ def _lingua_languages() -> tuple:
 
 
 def lingua_guess(text: str) -> tuple[str | None, float]:
-    """Lingua's most likely language of ``text`` and its relative confidence (None, 0 without one)."""
+    """The most likely language of ``text`` and its relative confidence (None, 0 without one)."""
+    ranked = lingua_ranked(text)
+    return ranked[0] if ranked else (None, 0.0)
+
+
+# A language whose installed Apertium analyser knows fewer than this share of a text's words is
+# not the text's language. Lingua's low-accuracy mode calls "No tengo dinero." Basque (0.75) and
+# "Je serai en retard demain." Basque (0.97); the Basque analyser knows none of their words.
+RULED_OUT = 0.5
+MOST_VETOES = 3   # each check is an Apertium run: only the first few candidates are checked
+
+
+def lingua_ranked(text: str, exclude: tuple[str, ...] = ()) -> list[tuple[str, float]]:
+    """Lingua's languages for ``text``, most likely first, without ``exclude`` and without the leading
+    ones an installed dictionary rules out (:data:`RULED_OUT`); confidences rescaled to sum to 1."""
     found = detector()
     if found is None or not _words(text):
-        return None, 0.0
-    values = found.compute_language_confidence_values(text)
-    if not values or values[0].value <= 0.0:
-        return None, 0.0
-    return values[0].language.iso_code_639_1.name.lower(), float(values[0].value)
+        return []
+    values = [(v.language.iso_code_639_1.name.lower(), float(v.value))
+              for v in found.compute_language_confidence_values(text)]
+    values = [(code, value) for code, value in values if code not in exclude and value > 0.0]
+    for _ in range(MOST_VETOES):
+        known = dictionary_known(text, values[0][0]) if values else None
+        if known is None or known >= RULED_OUT:
+            break
+        values.pop(0)
+    total = sum(value for _, value in values)
+    return [(code, value / total) for code, value in values] if total > 0.0 else []
 
 
 def english_known(text: str, target: str | None = None) -> float | None:
@@ -195,8 +215,14 @@ def english_known(text: str, target: str | None = None) -> float | None:
     Apertium marks every word its dictionary does not know with ``*``; a short
     text it knows through and through is English whatever Lingua says.
     """
-    mode = apertium_mode("en", target) if target else None
-    mode = mode or next((m for (s, _), m in sorted(apertium_modes().items()) if s == "en"), None)
+    return dictionary_known(text, "en", target)
+
+
+def dictionary_known(text: str, language: str, target: str | None = None) -> float | None:
+    """The share of the words of ``text`` that an installed Apertium analyser of ``language`` knows
+    (the one of the pair into ``target`` when there is one); None when none is installed."""
+    mode = apertium_mode(language, target) if target else None
+    mode = mode or next((m for (s, _), m in sorted(apertium_modes().items()) if s == language), None)
     words = _words(text)
     if mode is None or not words:
         return None
@@ -218,7 +244,7 @@ def guess_language(text: str, target: str | None = None) -> str | None:
         code = None
     if code == "en" or (code is not None and len(_words(text)) > SHORT):
         return code
-    known = english_known(text, target)
+    known = english_known(tidy_english(text), target)
     if known is not None and known >= 1.0:
         return "en"
     return code
@@ -235,20 +261,14 @@ def source_language(text: str, target: str) -> str | None:
     if len(_words(text)) > SHORT:
         return guess_language(text, target)
     if target != "en":
-        known = english_known(text, target)
+        known = english_known(tidy_english(text), target)
         if known is not None and known >= 1.0:
             return "en"
-    found = detector()
-    if found is None or not _words(text):
-        return None
-    values = [(v.language.iso_code_639_1.name.lower(), float(v.value))
-              for v in found.compute_language_confidence_values(text)]
-    rest = [(code, value) for code, value in values if code != target and value > 0.0]
-    total = sum(value for _, value in rest)
-    if not rest or total <= 0.0:
+    rest = lingua_ranked(text, exclude=(target,))
+    if not rest:
         return None
     code, value = rest[0]
-    return code if value / total >= CONFIDENT else None
+    return code if value >= CONFIDENT else None
 
 
 # --- Apertium ---------------------------------------------------------------------------
