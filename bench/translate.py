@@ -108,10 +108,10 @@ def main() -> int:
                 started = time.perf_counter()
                 try:
                     if backend == "apertium":
-                        mode = tr.apertium_mode(source, target)
-                        if mode is None:
+                        route = tr.apertium_route(source, target)
+                        if not route:
                             continue
-                        out = tr.translate_apertium(row["text"], mode)
+                        out, _ = tr.apertium_route_with_unknowns(row["text"], route)
                     elif backend == "cpu":
                         out = tr.translate_cpu(row["text"], target, cpu, None)
                     else:
