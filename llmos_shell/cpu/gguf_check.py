@@ -18,7 +18,7 @@ import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from llmos_shell.config import machine_cache
+from llmos_shell.config import machine_cache, write_cached
 from llmos_shell.errors import BadModelFile
 
 CHECKER = "1"                   # bump when the checks change: files that passed are checked again
@@ -167,7 +167,7 @@ def check_gguf(path: str | os.PathLike) -> dict[str, Any]:
         pass   # a damaged record: check the file again
     facts = _check(path)
     if record is not None:
-        _remember(record, facts)
+        write_cached(record, json.dumps(facts))   # unwritable: the file is checked again next time
     return facts
 
 
@@ -179,16 +179,6 @@ def _record(path: Path) -> Path | None:
         return None
     key = f"{CHECKER}|{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
     return machine_cache("gguf-checks") / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
-
-
-def _remember(record: Path, facts: dict[str, Any]) -> None:
-    try:   # written whole, then renamed: a crash leaves no half record
-        record.parent.mkdir(parents=True, exist_ok=True)
-        partial = record.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps(facts))
-        os.replace(partial, record)
-    except OSError:
-        pass   # an unwritable cache: the file is checked again next time
 
 
 def _check(path: Path) -> dict[str, Any]:

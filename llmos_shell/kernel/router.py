@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Callable
 
 import numpy as np
 
+from llmos_shell.config import write_cached
 from llmos_shell.fs.mime import guess_from_name
 from llmos_shell.syscalls import Syscall, SyscallTable
 
@@ -194,12 +194,7 @@ class Router:
         path = self._cache_path(encoder)
         known = {text: [round(float(v), 6) for v in vector] for (name, text), vector in _VECTORS.items()
                  if name == encoder}
-        try:  # written whole, then renamed: a crash leaves no half file
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_text(json.dumps(known))
-            os.replace(partial, path)
-        except OSError:
+        if not write_cached(path, json.dumps(known)):
             log.warning("cannot cache the router's example embeddings in %s", self.cache_dir, exc_info=True)
 
     def _model(self, table: SyscallTable) -> tuple[list[str], np.ndarray, np.ndarray]:
