@@ -41,43 +41,6 @@ MAX_PARALLEL_CALLS = 5
 MAX_COUNT = 64
 MAX_LENGTH = 1000
 
-
-def call_schema(table: SyscallTable) -> dict:
-    """JSON Schema of one call: {"name": <a syscall>, "arguments": <its parameters>}.
-
-    Each syscall's local ``$ref`` s are rewritten to point into the call schema, so the
-    result is a schema of its own that validates calls exactly as the syscalls' schemas do."""
-    options = []
-    for index, syscall in enumerate(table):
-        at = "#/properties/arguments" if len(table) == 1 else f"#/oneOf/{index}/properties/arguments"
-        options.append({
-            "type": "object",
-            "properties": {"name": {"const": syscall.name}, "arguments": _rebased(syscall.parameters, at)},
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        })
-    return options[0] if len(options) == 1 else {"oneOf": options}
-
-
-def _rebased(schema: Any, at: str) -> Any:
-    if isinstance(schema, list):
-        return [_rebased(item, at) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {}
-    for key, value in schema.items():
-        if key == "$ref" and isinstance(value, str) and value.startswith("#"):
-            out[key] = at + value[1:]
-        elif key in _DATA:
-            out[key] = value
-        else:
-            out[key] = _rebased(value, at)
-    return out
-
-
-# --- a schema the converter reads right -------------------------------------------------------
-
-_DATA = frozenset({"enum", "const", "default", "examples"})  # values, never schemas
 _ANY = {"x-llmos": "any"}  # any JSON value (the converter would make an empty schema an object)
 # What makes the converter build something other than "any value".
 _SHAPING = frozenset({"type", "enum", "const", "properties", "additionalProperties", "items", "prefixItems",
