@@ -10,6 +10,8 @@ LLMOS       := $(VENV)/bin/llmos
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng espeak-ng apertium apertium-eng-spa apertium-eng-cat apertium-en-gl apertium-eo-en apertium-eu-en apertium-hbs-eng apertium-isl-eng apertium-mkd-eng sox libgl1 libglib2.0-0 fonts-dejavu-core git
 # Only the tests need these (test_serve_browser.py drives headless Chromium).
 TEST_APT_PACKAGES := chromium
+# Only the tests need these: published MCP servers from npm (node itself comes from apt: nodejs npm).
+NPM_TEST_PACKAGES := @modelcontextprotocol/server-filesystem@2026.8.31
 PYTEST_ARGS ?=
 
 .PHONY: run test setup setup-test system-packages models drop-model-parts bench clean help
@@ -27,7 +29,7 @@ test: setup-test
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 setup: system-packages $(VENV)/.installed models
-setup-test: setup $(VENV)/.installed-test $(VENV)/.apt-test
+setup-test: setup $(VENV)/.installed-test $(VENV)/.apt-test $(VENV)/.npm-test
 	$(LLMOS) models install --all
 	@$(MAKE) --no-print-directory drop-model-parts
 
@@ -52,6 +54,15 @@ $(VENV)/.apt-test: Makefile | $(PY)
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(TEST_APT_PACKAGES); \
 	fi
 	@touch $@
+
+# npm MCP servers the tests and bench/data/os-tasks-mcp.json run, installed into the venv
+# (`$(VENV)/bin/mcp-server-filesystem`): on PATH wherever the venv is, removed with it.
+$(VENV)/.npm-test: Makefile | $(PY)
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "note: no npm here; the tests of $(NPM_TEST_PACKAGES) are skipped (apt-get install npm)"; \
+	else \
+		npm install -g -q --no-fund --no-audit --prefix $(VENV) $(NPM_TEST_PACKAGES) && touch $@; \
+	fi
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
