@@ -1,10 +1,14 @@
+#!/usr/bin/env python3
 """Start an MCP server on host files made for one eval case (bench/data/os-tasks-mcp.json).
 
-    python -m bench.mcp_fixture [--home DIR] [--file PATH=TEXT]... -- COMMAND [ARGS...]
+    mcp_fixture.py [--home DIR] [--file PATH=TEXT]... -- COMMAND [ARGS...]
 
 The os_tasks runner only writes mcp.json; the host folders a server is given
 must exist before it starts. This makes them, then runs the server in its
-place (same stdin/stdout, so it speaks MCP to llmos directly):
+place (same stdin/stdout, so it speaks MCP to llmos directly). MCP servers
+inherit only a few environment variables (PATH, HOME...), not PYTHONPATH, so
+the cases start it by name: run the eval with this folder on PATH
+(``PATH=$PWD/bench:$PATH``).
 
 * ``--home DIR``: the server's ``$HOME`` (made fresh, relative to the current
   directory, i.e. the case's temporary root), so "~/data" in a request is a
@@ -31,7 +35,7 @@ EVAL_ROOT = Path("/tmp/llmos-mcp-eval")
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if "--" not in argv:
-        sys.exit("mcp_fixture: usage: python -m bench.mcp_fixture [--home DIR] [--file PATH=TEXT]... -- COMMAND ...")
+        sys.exit("mcp_fixture: usage: mcp_fixture.py [--home DIR] [--file PATH=TEXT]... -- COMMAND ...")
     split = argv.index("--")
     parser = argparse.ArgumentParser(prog="mcp_fixture")
     parser.add_argument("--home", type=Path)
