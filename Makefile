@@ -7,7 +7,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 LLMOS       := $(VENV)/bin/llmos
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng espeak-ng apertium apertium-eng-spa apertium-eng-cat apertium-en-gl apertium-eo-en apertium-eu-en apertium-hbs-eng apertium-isl-eng apertium-mkd-eng sox libgl1 libglib2.0-0 fonts-dejavu-core git
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng espeak-ng apertium apertium-eng-spa apertium-eng-cat apertium-en-gl apertium-eo-en apertium-eu-en apertium-hbs-eng apertium-isl-eng apertium-mkd-eng apertium-spa-cat apertium-spa-ita apertium-cat-ita apertium-es-pt apertium-por-cat apertium-fr-es apertium-fra-cat apertium-es-ro sox libgl1 libglib2.0-0 fonts-dejavu-core git
 # Only the tests need these (test_serve_browser.py drives headless Chromium).
 TEST_APT_PACKAGES := chromium
 # Only the tests need these: published MCP servers from npm (node itself comes from apt: nodejs npm).

@@ -12,7 +12,8 @@ forgives inflection; 0-100) against its best reference. ``auto`` is the translat
 as users get it: the backend it picks, with the source language guessed, not given.
 
 Rows are split ``tune`` (the per-pair choice in plugins/translate.py was made looking at
-these) and ``held`` (never looked at while choosing). Prints one JSON object: chrF per
+these), ``held`` (never looked at while choosing) and ``held2`` (written in session 11 before
+the CPU's prompt was changed, never looked at while changing it). Prints one JSON object: chrF per
 direction and backend, per split, and the guessed-source accuracy.
 """
 
@@ -107,10 +108,10 @@ def main() -> int:
                 started = time.perf_counter()
                 try:
                     if backend == "apertium":
-                        mode = tr.apertium_mode(source, target)
-                        if mode is None:
+                        route = tr.apertium_route(source, target)
+                        if not route:
                             continue
-                        out = tr.translate_apertium(row["text"], mode)
+                        out, _ = tr.apertium_route_with_unknowns(row["text"], route)
                     elif backend == "cpu":
                         out = tr.translate_cpu(row["text"], target, cpu, None)
                     else:
@@ -133,14 +134,15 @@ def main() -> int:
                             | {"n": sum(len(v) for v in by_split.values()),
                                "all": round(statistics.mean([x for v in by_split.values() for x in v]), 1)}
                             for backend, by_split in by_backend.items()}
+    splits = sorted({row["split"] for row in rows})
     overall = {}
     for backend in backends:
-        for split in ("tune", "held"):
+        for split in splits:
             values = [x for d in results.values() for x in d.get(backend, {}).get(split, [])]
             if values:
                 overall[f"{backend} {split}"] = round(statistics.mean(values), 1)
     guessed = {split: f"{detected[(split, True)]}/{detected[(split, True)] + detected[(split, False)]}"
-               for split in ("tune", "held") if detected[(split, True)] + detected[(split, False)]}
+               for split in splits if detected[(split, True)] + detected[(split, False)]}
     print(json.dumps({"model": args.model, "rows": len(rows), "chrf": table, "overall": overall,
                       "source_guessed": guessed, "seconds": {k: round(v, 1) for k, v in seconds.items()}},
                      ensure_ascii=False))

@@ -128,3 +128,23 @@ def setup_logging(config: Config) -> None:
 def default_home() -> Path:
     """Where llmos keeps its data when neither --home nor LLMOS_HOME says."""
     return Path.home() / ".llmos"
+
+
+def machine_cache(name: str) -> Path:
+    """A cache shared by every home on this machine (``$XDG_CACHE_HOME/llmos/NAME``): what depends
+    only on the installed code and the CPU, worked out once per machine, not once per home."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "llmos" / name
+
+
+def write_cached(path: Path, text: str) -> bool:
+    """Write a cache file whole, then rename it into place: a crash or another program writing
+    the same record leaves no half file. False when it cannot be written (the work is redone)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(text)
+        os.replace(partial, path)
+        return True
+    except OSError:
+        return False

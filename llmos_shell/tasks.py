@@ -198,7 +198,7 @@ def run_task(system, task: Task, *, approve: str | None, max_steps: int | None, 
     if process is not None:
         kernel.release(process)
     last = turns[-1]
-    if last.status == "killed":   # DESIGN.md's task statuses: a task stopped by `kill` was interrupted
+    if last.status == "killed":   # DESIGN.md, task statuses: a task stopped by `kill` was interrupted
         last = replace(last, status="interrupted")
     cpu = system.cpu
     usage = {key: sum(t.usage[key] for t in turns) for key in last.usage}

@@ -78,15 +78,36 @@ def write_file(ctx: SyscallContext, path: str, content: str, append: bool = Fals
             "done": f"{'Added to' if append else 'Saved'} {info['path']} ({info['size']} bytes)."}
 
 
-# A request to add to a file rather than replace it: "Add eggs to ...", "append ...", "... at the end of".
+# A request to add to a file rather than replace it: "Add eggs to ...", "append ...", "... at the end of",
+# "put tomatoes on my shopping list".
 ADDING = re.compile(r"(?i)^\W*(?:(?:please|pls|can you|could you|would you)\W+)?(?:add|append)\b"
-                    r"|\bappend\b|\b(?:to|at) the (?:end|bottom) of\b")
+                    r"|\bappend\b|\b(?:to|at) the (?:end|bottom) of\b|\bput\b.+\b(?:on|onto)\b.*\blist\b")
+# What is added, when the request spells it out: quoted, or a few plain words between the verb and
+# "to"/"on" ("Add eggs to my list": "eggs"). Words that point elsewhere ("the date", "today's
+# weather", "it") are not the text itself: the model, or the step before, writes it.
+_ADDED = re.compile(r"(?i)^\W*(?:(?:please|pls|can you|could you|would you)\W+)?(?:add|append|put)\s+"
+                    r"(?P<what>.+?)\s+(?:to|on|onto|at the end of|at the bottom of)\s")
+_QUOTED = re.compile(r"'([^']+)'|\"([^\"]+)\"|“([^”]+)”")
+_POINTING = re.compile(r"(?i)\b(?:the|a|an|my|your|this|that|these|those|it|them|its|their|some|today|"
+                       r"tomorrow|yesterday|current|date|time|summary|result|answer|translation)\b|'s\b")
+MOST_ADDED_WORDS = 4
 
 
 def adding_said(request: str) -> dict[str, Any]:
-    """write_file's ``append`` as the request says it: true for "Add eggs to my list in ...";
-    nothing otherwise (the model decides)."""
-    return {"append": True} if ADDING.search(request) else {}
+    """write_file's ``append``, and what to add, as the request says them: "Add eggs to my list in
+    ..." appends "eggs"; nothing otherwise (the model decides)."""
+    if not ADDING.search(request):
+        return {}
+    said: dict[str, Any] = {"append": True}
+    added = _ADDED.search(request)
+    if added:
+        what = added.group("what").strip()
+        quoted = _QUOTED.fullmatch(what)
+        if quoted:
+            said["content"] = next(group for group in quoted.groups() if group)
+        elif len(what.split()) <= MOST_ADDED_WORDS and not _POINTING.search(what) and "/" not in what:
+            said["content"] = what
+    return said
 
 
 def _as_next_line(existing: str, content: str) -> str:

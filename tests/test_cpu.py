@@ -113,3 +113,30 @@ def test_call_probability_signal(small_cpu):
 def test_default_model_answers(default_cpu):
     generation = default_cpu.generate(chat(default_cpu, "What is the capital of France? One word."), max_tokens=10)
     assert "paris" in generation.text.lower()
+
+
+def test_a_load_leaves_the_terminal_alone(small_model_path, monkeypatch, capfd):
+    """llama-cpp-python's quiet load points the process's fds 1 and 2 at /dev/null while it loads; the
+    shell loads in the background, so the output of commands typed meanwhile vanished. A load must not
+    move them, and prints nothing of its own."""
+    import os
+
+    from llmos_shell.config import TEST_MODEL
+    from llmos_shell.cpu import LlamaCpu
+
+    moved = []
+    real_dup2 = os.dup2
+
+    def dup2(fd, fd2, *args):
+        moved.append(fd2)
+        return real_dup2(fd, fd2, *args)
+
+    monkeypatch.setattr(os, "dup2", dup2)
+    cpu = LlamaCpu(small_model_path, name=TEST_MODEL, max_ctx=512)
+    try:
+        assert chat(cpu, "Say hi.")
+    finally:
+        cpu.close()
+    assert not {1, 2} & set(moved)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

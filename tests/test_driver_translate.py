@@ -178,11 +178,22 @@ def test_the_modes_table_names_two_and_three_letter_pairs():
 @pytest.mark.system
 @apertium
 def test_apertium_backend_explains_a_missing_pair(system, monkeypatch):
-    if driver.apertium_mode("en", "fr"):
-        pytest.skip("an en->fr pair is installed here")
+    if driver.apertium_route("en", "de"):
+        pytest.skip("an en->de route is installed here")
     monkeypatch.setenv("LLMOS_TRANSLATE_BACKEND", "apertium")
-    with pytest.raises(UsageError, match=r"no en->fr pair installed .*apertium-eng-fra"):
-        system.call("translate", {"text": CAT, "target_lang": "fr"})
+    with pytest.raises(UsageError, match=r"no en->de pair installed .*apertium-eng-deu"):
+        system.call("translate", {"text": CAT, "target_lang": "de"})
+
+
+@pytest.mark.system
+@apertium
+def test_two_pairs_make_a_route_where_no_pair_goes(system):
+    """English to Italian has no Apertium pair; English->Catalan then Catalan->Italian has."""
+    if driver.apertium_route("en", "it") != ("eng-cat", "cat-ita"):
+        pytest.skip("apertium-eng-cat and apertium-cat-ita are not both installed")
+    result = system.call("translate", {"text": "I would like some cheese", "target_lang": "Italian"})
+    assert result["backend"] == "apertium eng-cat + cat-ita" and "formaggio" in result["translation"].lower()
+    assert driver.apertium_route("en", "es") == ("eng-spa",)      # a pair of its own goes straight
 
 
 def test_auto_without_a_pair_or_a_model_says_why(system):

@@ -117,10 +117,15 @@ def test_an_append_to_a_file_of_lines_is_a_line_of_its_own(system):
 
 
 @pytest.mark.parametrize("request_, said", [
-    ("Add eggs to my shopping list in /notes/shopping.txt", {"append": True}),
-    ("please append 'tea' to /notes/shop.txt", {"append": True}),
+    ("Add eggs to my shopping list in /notes/shopping.txt", {"append": True, "content": "eggs"}),
+    ("please append 'tea' to /notes/shop.txt", {"append": True, "content": "tea"}),
     ("Write 'milk' at the end of /notes/shop.txt", {"append": True}),
     ("Write 'call the plumber' to /notes/todo.txt", {}),
+    ("put tomatoes on my shopping list /lists/shop.txt", {"append": True, "content": "tomatoes"}),
+    ("Add 'call the plumber' to /notes/todo.txt", {"append": True, "content": "call the plumber"}),
+    ("Add today's date to /notes/log.txt", {"append": True}),          # the model works that out
+    ("Append the summary to /notes/summaries.txt", {"append": True}),  # the step before writes it
+    ("Put the report in /docs/report.txt", {}),
 ])
 def test_append_is_read_from_the_request(request_, said):
     from llmos_plugins.files import adding_said

@@ -115,10 +115,3 @@ def test_huge_syscall_result_is_cut_but_valid_json(fs):
     result = fs.syscalls()[0]["result"]
     assert result["truncated"] is True and result["chars"] > MAX_LOGGED_CHARS
 
-
-def test_snapshots(fs):
-    pid = fs.create_process("p")
-    assert fs.latest_snapshot(pid) is None
-    fs.save_snapshot(pid, b"\x00state-1")
-    fs.save_snapshot(pid, b"\x01state-2")
-    assert fs.latest_snapshot(pid) == b"\x01state-2"

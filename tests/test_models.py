@@ -102,6 +102,18 @@ def test_bad_model_files_are_refused_before_llama_cpp(tmp_path, small_model_path
             check_gguf(path)
 
 
+def test_a_file_that_passed_is_remembered_until_it_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = tmp_path / "tiny.gguf"
+    _gguf_with_arch(model, "llama")
+    assert check_gguf(model)["architecture"] == "llama"
+    assert len(list((tmp_path / "cache" / "llmos" / "gguf-checks").glob("*.json"))) == 1
+    assert check_gguf(model)["architecture"] == "llama"           # from the record
+    model.write_bytes(model.read_bytes()[:-8])                     # then cut short: checked again
+    with pytest.raises(BadModelFile, match="truncated"):
+        check_gguf(model)
+
+
 def test_bad_model_files_give_one_line_and_exit_2(tmp_path, home, small_model_path):
     task = tmp_path / "task.md"
     task.write_text("Say hello.")

@@ -7,6 +7,9 @@ steps run with the scripted CPU and a test driver whose syscalls declare example
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -291,3 +294,14 @@ def test_bundled_drivers_one_clause_two_actions(tmp_path, request_, plan):
         assert Router().plan(request_, system.table, Kernel(system).kind_of).names == plan
     finally:
         system.close()
+
+
+def test_the_encoder_runs_numpy_on_one_blas_thread(tmp_path):
+    """OpenBLAS's waiting threads spin: with other programs on the cores, two of them made the router's
+    embeddings 20-40 times slower. The encoder sets one thread when it loads (a child process: the
+    setting is process-wide), unless OPENBLAS_NUM_THREADS says otherwise."""
+    probe = ("import threadpoolctl; from llmos_shell.kernel.embed import Encoder; Encoder(); "
+             "print([p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    shown = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert shown.stdout.strip() == "[1]", shown.stderr[-500:]

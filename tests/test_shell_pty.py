@@ -211,6 +211,7 @@ def test_the_default_model_answers_from_files_translates_and_chains(home, defaul
     term = Terminal(home, timeout=120)
     term.ready()
     term.line("mkdir kitchen")
+    # typed ahead while the model loads: its output once vanished with llama.cpp's quiet load
     term.line("write kitchen/pancakes.txt Pancakes: 250 g flour, 3 eggs, 400 ml milk, a pinch of salt.")
     term.text("wrote /kitchen/pancakes.txt")
     # a question about a file is answered from the file, not from imagination

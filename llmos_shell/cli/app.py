@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from functools import cached_property
-from typing import Any
 
 import click
 
@@ -29,10 +27,6 @@ class CliState:
         from llmos_shell.system import System
 
         return System(self.config)
-
-
-def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, default=str))
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})

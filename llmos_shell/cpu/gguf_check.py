@@ -11,12 +11,17 @@ which takes seconds on a 150k-token vocabulary, so it is not used here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from llmos_shell.config import machine_cache, write_cached
 from llmos_shell.errors import BadModelFile
+
+CHECKER = "1"                   # bump when the checks change: files that passed are checked again
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -149,10 +154,36 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_gguf(path: str | os.PathLike) -> dict[str, Any]:
-    """Raise BadModelFile unless ``path`` is a complete GGUF of a known architecture; return facts about it."""
+    """Raise BadModelFile unless ``path`` is a complete GGUF of a known architecture; return facts about it.
+
+    A file that passed is remembered by its path, size and modification time (walking a 150k-token
+    vocabulary costs most of a second at every model load); any change to the file checks it again."""
+    path = Path(path)
+    record = _record(path)
+    try:
+        if record is not None and record.exists():
+            return {**json.loads(record.read_text()), "path": str(path)}
+    except (OSError, ValueError):
+        pass   # a damaged record: check the file again
+    facts = _check(path)
+    if record is not None:
+        write_cached(record, json.dumps(facts))   # unwritable: the file is checked again next time
+    return facts
+
+
+def _record(path: Path) -> Path | None:
+    """Where a pass of this very file (path, size, mtime) is remembered; None if it cannot be stat'ed."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = f"{CHECKER}|{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+    return machine_cache("gguf-checks") / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def _check(path: Path) -> dict[str, Any]:
     import gguf
 
-    path = Path(path)
     facts = _parse(path, tensors=True)
     arch = facts["metadata"].get("general.architecture")
     if not isinstance(arch, str) or not arch:

@@ -37,6 +37,40 @@ def _log_softmax(logits):
 _STOP = object()
 
 
+class _LogLines:
+    """A text stream whose lines go to the log (llama.cpp's messages during a load)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.logger.debug("%s", text.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@contextmanager
+def _llama_messages_to_log():
+    """Load a model with llama.cpp's messages in the log.
+
+    ``Llama(verbose=False)`` silences a load by pointing the whole process's file
+    descriptors 1 and 2 at /dev/null; the shell loads in the background, so the
+    output of commands typed meanwhile vanished with it. Loading verbose with
+    Python's ``sys.stderr`` sent to the log silences the load alone."""
+    import contextlib
+
+    import llama_cpp._logger as llama_logger
+
+    try:
+        with contextlib.redirect_stderr(_LogLines(logging.getLogger("llmos.llama"))):
+            yield
+    finally:
+        llama_logger.set_verbose(False)   # later messages: errors only, as with verbose=False
+
+
 class LlamaCpu(Cpu):
     """A GGUF model run in-process by llama-cpp-python, owned by one worker thread."""
 
@@ -88,10 +122,11 @@ class LlamaCpu(Cpu):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.n_ctx = min(n_ctx or max_ctx, max_ctx)
-        with hardware.model_params(self.extra_buffers):
+        with hardware.model_params(self.extra_buffers), _llama_messages_to_log():
             self._llm = llama_cpp.Llama(
                 model_path=self.model_path, n_ctx=self.n_ctx, n_threads=threads, n_threads_batch=threads,
-                n_batch=512, use_mmap=True, seed=seed, verbose=False)
+                n_batch=512, use_mmap=True, seed=seed, verbose=True)   # quiet all the same: see _llama_messages_to_log
+        self._llm.verbose = False   # no timings printed after each generation
         self.n_threads = threads
         meta = self._llm.metadata
         template = meta.get("tokenizer.chat_template")

@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llmos_shell.config import machine_cache, write_cached
 from llmos_shell.cpu import hardware
 
 log = logging.getLogger("llmos.cpu")
@@ -30,8 +31,7 @@ TIMEOUT_S = 300
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "llmos" / "probes"
+    return machine_cache("probes")
 
 
 def _library_stamp() -> str:
@@ -80,14 +80,9 @@ def first_decode(model_path: str, extra_buffers: bool) -> str | None:
     else:
         # exit 0, or a Python error (a bad file): the in-process load says what is wrong in words
         crash = None
-    try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        temp = record.with_suffix(f".{os.getpid()}.tmp")
-        temp.write_text(json.dumps({"model": model_path, "extra_buffers": extra_buffers, "crash": crash,
-                                    "returncode": done.returncode}))
-        os.replace(temp, record)
-    except OSError:
-        pass   # an unwritable cache: probe again next time, nothing worse
+    # an unwritable cache: probe again next time, nothing worse
+    write_cached(record, json.dumps({"model": model_path, "extra_buffers": extra_buffers, "crash": crash,
+                                     "returncode": done.returncode}))
     return crash
 
 

@@ -62,7 +62,6 @@ TOP_N = 20                   # next-token candidates asked for (vLLM allows 20 b
 FALLBACK_CTX = 2048
 # A prompt longer than any context: llama-cpp-python's refusal of it names its context size.
 CTX_PROBE_TOKENS = 1 << 18
-ABSENT = (404, 405, 501)     # the server has no such route
 
 
 class ServerRefused(LlmosError):

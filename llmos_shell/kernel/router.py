@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from typing import Callable
 
 import numpy as np
 
+from llmos_shell.config import write_cached
 from llmos_shell.fs.mime import guess_from_name
 from llmos_shell.kernel.places import ANY_PATH, PATH, host_kind, inside, is_host, named_paths, takes_a_path
 from llmos_shell.syscalls import Syscall, SyscallTable
@@ -198,9 +198,13 @@ class Router:
 
     def _embed_examples(self, texts: list[str]) -> np.ndarray:
         """The examples' vectors: from this program's memory, else the disk cache, else encoded."""
-        encoder = getattr(self.encoder, "name", type(self.encoder).__name__)
+        # The disk cache is shared by every home on the machine: only an encoder that names its
+        # weights (``name``) uses it; another one (a test's) keeps its vectors in memory.
+        named = getattr(self.encoder, "name", None)
+        encoder = named or type(self.encoder).__name__
+        on_disk = self.cache_dir is not None and named is not None
         missing = sorted({t for t in texts if (encoder, t) not in _VECTORS}, key=len)
-        if missing and self.cache_dir is not None:
+        if missing and on_disk:
             self._load_cache(encoder)
             missing = [t for t in missing if (encoder, t) not in _VECTORS]
         if missing:
@@ -208,7 +212,7 @@ class Router:
                 batch = missing[start:start + 16]
                 for text, vector in zip(batch, self.encoder.encode(batch)):
                     _VECTORS[(encoder, text)] = vector
-            if self.cache_dir is not None:
+            if on_disk:
                 self._save_cache(encoder)
         return np.stack([_VECTORS[(encoder, t)] for t in texts])
 
@@ -227,12 +231,7 @@ class Router:
         path = self._cache_path(encoder)
         known = {text: [round(float(v), 6) for v in vector] for (name, text), vector in _VECTORS.items()
                  if name == encoder}
-        try:  # written whole, then renamed: a crash leaves no half file
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_text(json.dumps(known))
-            os.replace(partial, path)
-        except OSError:
+        if not write_cached(path, json.dumps(known)):
             log.warning("cannot cache the router's example embeddings in %s", self.cache_dir, exc_info=True)
 
     def _model(self, table: SyscallTable) -> tuple[list[str], np.ndarray, np.ndarray]:
