@@ -208,8 +208,9 @@ def register_syscalls(register: Callable[..., None]) -> None:
     each request with them to choose the syscalls a request needs. ``output`` says
     what of the result the user sees as the reply, the way a command prints its
     output: a key of a dict result (``"translation"``), ``"*"`` for the whole
-    result, or None (the default) when the result is data the model answers from
-    (a file read to answer a question about it). A result whose output field is
+    result as a person reads it (a dict of one field is that field, another dict a line per
+    field: the MCP bridge gives each tool this), or None (the default) when the result is data
+    the model answers from (a file read to answer a question about it). A result whose output field is
     empty (None, "", []) has nothing to show: the model replies to the request as
     if the syscall had not run (``recall`` that found nothing). A dict result may carry
     ``unsure``: a short reason its output may be wrong ("Apertium did not know 'whats'"); the
