@@ -34,7 +34,8 @@ needs_git = pytest.mark.skipif(importlib.util.find_spec("mcp_server_git") is Non
 FS_SERVER = shutil.which("mcp-server-filesystem", path=os.pathsep.join([str(Path(sys.executable).parent),
                                                                         os.environ.get("PATH", "")]))
 needs_filesystem = pytest.mark.skipif(FS_SERVER is None or shutil.which("node") is None,
-                                      reason="make setup-test (npm: @modelcontextprotocol/server-filesystem)")
+                                      reason="no mcp-server-filesystem or node: make setup-test installs "
+                                             "@modelcontextprotocol/server-filesystem with npm (apt: nodejs npm)")
 
 
 def notes_entry(home: Path, *extra: str, **settings) -> dict:
