@@ -229,7 +229,7 @@ def register_syscalls(register: Callable[..., None]) -> None:
     away that a small model gets wrong; it must never guess.
     ``places`` are host folders (or files) the syscall's path parameters reach (``"~/data"``,
     ``"/srv/photos"``; the MCP bridge gives each tool its server's path arguments): a request
-    naming a path in one, or any ``~/`` or ``/home/`` path that the llmos filesystem does not
+    naming a path in one, or any ``~/`` or ``/home/USER/`` path that the llmos filesystem does not
     have, is the host's, and goes to such a syscall instead of the bundled file syscalls.
 
     A function whose arguments another protocol describes (the MCP bridge does this for each

@@ -22,7 +22,9 @@ def test_named_paths_finds_home_paths_and_never_their_tail():
 @pytest.mark.parametrize("path, in_llmos, places, host", [
     ("~/data", None, (), True),                       # the user's home is the host's
     ("/home/ann/report.txt", None, (), True),         # so are other homes
+    ("/home/ann", None, (), True),
     ("/home/router.txt", "text/plain", (), False),    # unless the llmos filesystem has that path
+    ("/home/hi.txt", None, (), False),                # a file in /home is nobody's home: llmos's
     ("/srv/photos/cat.jpg", None, ("/srv/photos",), True),   # inside a folder a server was given
     ("/srvx/photos", None, ("/srv",), False),         # a folder is not a prefix of a name
     ("/notes/new.txt", None, ("/srv/photos",), False),   # anything else is llmos's

@@ -24,8 +24,9 @@ PATH = re.compile(r"(?<![\w.:/~])/[\w.\-/]*[\w/]")
 HOME_PATH = re.compile(r"(?<![\w.:/~])~(?:/[\w.\-/]*[\w/])?(?![\w~])")
 # Either kind, in the order they are written.
 ANY_PATH = re.compile(f"{HOME_PATH.pattern}|{PATH.pattern}")
-# Home folders on the host (Linux, macOS): not the llmos filesystem's unless it has that path.
-HOST_HOMES = ("/home/", "/Users/")
+# A user's home on the host (Linux, macOS) or something in it: "/home/ann", "/Users/ann/x.txt";
+# not "/home/hi.txt", a file an llmos user may keep in the llmos filesystem's /home.
+HOST_HOME = re.compile(r"^/(?:home|Users)/(?:[^/]+/|[^/.]+/?$)")
 # An argument of an MCP server that is a host path it was given ("/srv/photos", "~/data"): no
 # spaces, no "=" or quotes (a script's text, an option's value glued to its name).
 PLACE_ARGUMENT = re.compile(r"^(?:~|/)[^\s=\"'\\,;]*$")
@@ -58,7 +59,7 @@ def is_host(path: str, kind_of: KindOf, places: Iterable[str]) -> bool:
         return True
     if kind_of(path) is not None:
         return False
-    return path.startswith(HOST_HOMES) or any(inside(path, place) for place in places)
+    return bool(HOST_HOME.match(path)) or any(inside(path, place) for place in places)
 
 
 def host_kind(path: str) -> str | None:

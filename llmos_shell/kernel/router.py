@@ -42,7 +42,6 @@ from typing import Callable
 import numpy as np
 
 from llmos_shell.config import write_cached
-from llmos_shell.fs.mime import guess_from_name
 from llmos_shell.kernel.places import ANY_PATH, PATH, host_kind, inside, is_host, named_paths, takes_a_path
 from llmos_shell.syscalls import Syscall, SyscallTable
 
