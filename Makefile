@@ -10,6 +10,11 @@ LLMOS       := $(VENV)/bin/llmos
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng espeak-ng apertium apertium-eng-spa apertium-eng-cat apertium-en-gl apertium-eo-en apertium-eu-en apertium-hbs-eng apertium-isl-eng apertium-mkd-eng apertium-spa-cat apertium-spa-ita apertium-cat-ita apertium-es-pt apertium-por-cat apertium-fr-es apertium-fra-cat apertium-es-ro sox libgl1 libglib2.0-0 fonts-dejavu-core git
 # Only the tests need these (test_serve_browser.py drives headless Chromium).
 TEST_APT_PACKAGES := chromium
+# Only the tests need these: node and npm, for the npm MCP servers below. Installed only where no npm
+# is found (NodeSource's nodejs carries its own npm and conflicts with Debian's npm package).
+NODE_APT_PACKAGES := nodejs npm
+# Only the tests need these: published MCP servers from npm (their tests skip without them).
+NPM_TEST_PACKAGES := @modelcontextprotocol/server-filesystem@2026.8.31
 PYTEST_ARGS ?=
 
 .PHONY: run test setup setup-test system-packages models drop-model-parts bench clean help
@@ -27,7 +32,7 @@ test: setup-test
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 setup: system-packages $(VENV)/.installed models
-setup-test: setup $(VENV)/.installed-test $(VENV)/.apt-test
+setup-test: setup $(VENV)/.installed-test $(VENV)/.apt-test $(VENV)/.npm-test
 	$(LLMOS) models install --all
 	@$(MAKE) --no-print-directory drop-model-parts
 
@@ -51,7 +56,26 @@ $(VENV)/.apt-test: Makefile | $(PY)
 	else \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(TEST_APT_PACKAGES); \
 	fi
+	@if command -v npm >/dev/null 2>&1; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ]; then \
+		echo "note: for the npm MCP server tests install: $(NODE_APT_PACKAGES) (they skip without it)"; \
+	else \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(NODE_APT_PACKAGES); } \
+			|| echo "note: apt-get could not install $(NODE_APT_PACKAGES); the npm MCP server tests skip"; \
+	fi
 	@touch $@
+
+# npm MCP servers the tests and bench/data/os-tasks-mcp.json run, installed into the venv
+# (`$(VENV)/bin/mcp-server-filesystem`): on PATH wherever the venv is, removed with it. Never fatal:
+# without npm or the registry their tests skip; the stamp is left off so a later run tries again.
+$(VENV)/.npm-test: Makefile $(VENV)/.apt-test | $(PY)
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "note: no npm here; the tests of $(NPM_TEST_PACKAGES) skip (apt-get install $(NODE_APT_PACKAGES))"; \
+	elif npm install -g -q --no-fund --no-audit --prefix $(VENV) $(NPM_TEST_PACKAGES); then \
+		touch $@; \
+	else \
+		echo "note: npm install $(NPM_TEST_PACKAGES) failed; the tests needing it skip"; \
+	fi
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

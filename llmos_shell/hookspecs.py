@@ -222,8 +222,8 @@ def register_syscalls(register: Callable[..., None]) -> None:
     """Register this plugin's syscalls.
 
     Call ``register(function, name=None, capabilities=(), examples=(), output=None,
-    timeout=None, reads=(), input=None, parameters=None, description=None, from_request=None)``
-    once per syscall.
+    timeout=None, reads=(), input=None, parameters=None, description=None, from_request=None,
+    places=())`` once per syscall.
     ``function`` is a typed function with a docstring: its JSON schema comes from
     the signature (``str``, ``int``, ``float``, ``bool``, ``list[X]``, ``Literal[...]``
     enums, defaults) and the docstring's ``Args:`` section (descriptions). A
@@ -241,8 +241,9 @@ def register_syscalls(register: Callable[..., None]) -> None:
     each request with them to choose the syscalls a request needs. ``output`` says
     what of the result the user sees as the reply, the way a command prints its
     output: a key of a dict result (``"translation"``), ``"*"`` for the whole
-    result, or None (the default) when the result is data the model answers from
-    (a file read to answer a question about it). A result whose output field is
+    result as a person reads it (a dict of one field is that field, another dict a line per
+    field: the MCP bridge gives each tool this), or None (the default) when the result is data
+    the model answers from (a file read to answer a question about it). A result whose output field is
     empty (None, "", []) has nothing to show: the model replies to the request as
     if the syscall had not run (``recall`` that found nothing). A dict result may carry
     ``unsure``: a short reason its output may be wrong ("Apertium did not know 'whats'"); the
@@ -259,6 +260,10 @@ def register_syscalls(register: Callable[..., None]) -> None:
     says none): when the kernel plans a call of this syscall for a request, it sets these values
     itself and the model decodes only the rest. Use it for values a fixed phrasing gives
     away that a small model gets wrong; it must never guess.
+    ``places`` are host folders (or files) the syscall's path parameters reach (``"~/data"``,
+    ``"/srv/photos"``; the MCP bridge gives each tool its server's path arguments): a request
+    naming a path in one, or any ``~/`` or ``/home/USER/`` path that the llmos filesystem does not
+    have, is the host's, and goes to such a syscall instead of the bundled file syscalls.
 
     A function whose arguments another protocol describes (the MCP bridge does this for each
     tool of an MCP server) passes ``parameters=`` (a JSON Schema of an object) and

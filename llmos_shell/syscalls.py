@@ -70,6 +70,9 @@ class Syscall:
     #: Reads argument values from the user's request as they said them ("... into Catalan" ->
     #: target_lang "ca"): the kernel sets these instead of having the model decode them.
     from_request: Callable[[str], dict[str, Any]] | None = None
+    #: Host folders (or files) its path parameters reach ("~/data", "/srv/photos"): an MCP server's.
+    #: A request naming a path in one is for such a syscall, never the llmos filesystem's.
+    places: tuple[str, ...] = ()
 
     def reads_kind(self, mime: str) -> bool:
         """Does the ``path`` argument take a file of this MIME type?"""
@@ -176,7 +179,8 @@ def make_syscall(function: Callable[..., Any], *, name: str | None = None,
                  output: str | None = None, timeout: float | None = None, reads: typing.Iterable[str] = (),
                  input: str | None = None, parameters: dict[str, Any] | None = None,
                  description: str | None = None,
-                 from_request: Callable[[str], dict[str, Any]] | None = None) -> Syscall:
+                 from_request: Callable[[str], dict[str, Any]] | None = None,
+                 places: typing.Iterable[str] = ()) -> Syscall:
     """Build a :class:`Syscall` from a typed, documented function.
 
     ``parameters`` (a JSON Schema) and ``description`` describe a function that takes its arguments
@@ -207,10 +211,13 @@ def make_syscall(function: Callable[..., Any], *, name: str | None = None,
         raise SyscallError(f"{name}: input={input!r} names no parameter")
     if from_request is not None and not callable(from_request):
         raise SyscallError(f"{name}: from_request must be a function of the request's text")
+    places = tuple(places)
+    if not all(isinstance(p, str) and p.startswith(("/", "~")) for p in places):
+        raise SyscallError(f"{name}: places are host paths (\"/srv/photos\", \"~/data\")")
     return Syscall(name=name, function=function, description=description, parameters=parameters,
                    capabilities=frozenset(capabilities), driver=driver, wants_ctx=wants_ctx,
                    examples=examples, output=output, timeout=timeout, reads=reads, input=input,
-                   from_request=from_request)
+                   from_request=from_request, places=places)
 
 
 def _schema_described(function: Callable[..., Any], name: str, parameters: Any,

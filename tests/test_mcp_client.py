@@ -1,5 +1,6 @@
 """MCP servers as drivers: real stdio servers (tests/mcp_notes_server.py, and the published
-reference servers mcp-server-time and mcp-server-git), loaded from $LLMOS_HOME/mcp.json."""
+reference servers mcp-server-time, mcp-server-git and, from npm, @modelcontextprotocol/server-filesystem),
+loaded from $LLMOS_HOME/mcp.json."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 from llmos_shell.errors import Denied
 from llmos_shell.kernel.grammar import call_grammar, write_calls
 from llmos_shell.kernel.loop import Kernel
+from llmos_shell.kernel.router import Router
 from llmos_shell.mcp.drivers import RESULT_CHARS
 from llmos_shell.syscalls import ArgumentError
 from llmos_shell.testing import FakeCpu, make_system
@@ -28,6 +30,12 @@ NOTES_SERVER = TESTS / "mcp_notes_server.py"
 needs_time = pytest.mark.skipif(importlib.util.find_spec("mcp_server_time") is None, reason="pip install mcp-server-time")
 needs_git = pytest.mark.skipif(importlib.util.find_spec("mcp_server_git") is None or shutil.which("git") is None,
                                reason="pip install mcp-server-git; apt-get install git")
+# `make setup-test` installs the npm server into the venv's bin, which need not be on PATH.
+FS_SERVER = shutil.which("mcp-server-filesystem", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                                        os.environ.get("PATH", "")]))
+needs_filesystem = pytest.mark.skipif(FS_SERVER is None or shutil.which("node") is None,
+                                      reason="no mcp-server-filesystem or node: make setup-test installs "
+                                             "@modelcontextprotocol/server-filesystem with npm (apt: nodejs npm)")
 
 
 def notes_entry(home: Path, *extra: str, **settings) -> dict:
@@ -312,4 +320,80 @@ def test_the_kernel_asks_the_time_server_what_time_it_is_in_tokyo(home, default_
         assert kernel.run(kernel.spawn("t"), "Hello!", seed=0).syscalls == []
     finally:
         machine.unload_cpu()   # the session's CPU stays open for the tests after this one
+        machine.close()
+
+
+# --- @modelcontextprotocol/server-filesystem: the host's files ---------------------------------
+
+@pytest.fixture
+def host_home(tmp_path, monkeypatch):
+    """A home on the host (``$HOME``, which the server inherits) with the folder ~/data in it."""
+    host = tmp_path / "host"
+    (host / "data" / "reports").mkdir(parents=True)
+    (host / "data" / "shopping.txt").write_text("milk\neggs\n")
+    (host / "data" / "todo.md").write_text("- call the bank\n")
+    (host / "projects" / "garden").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(host))
+    return host
+
+
+@pytest.fixture
+def fs_system(home, host_home):
+    """The bundled file syscalls, and a filesystem server given ~/data and, by its full path, ~/projects."""
+    write_servers(home, filesystem={"command": FS_SERVER, "args": ["~/data", str(host_home / "projects")]})
+    machine = make_system(home, cpu=FakeCpu(), plugins=["llmos_plugins.files"], strict=True)
+    machine.fs.write("/notes/todo.txt", "water the plants\n")
+    yield machine
+    machine.close()
+
+
+def calls(turn) -> list[tuple]:
+    return [(r.name, r.arguments, r.status) for r in turn.syscalls]
+
+
+@needs_filesystem
+def test_a_host_path_request_runs_the_server_s_tool_and_the_reply_is_its_listing(fs_system):
+    kernel = Kernel(fs_system)
+    turn = kernel.run(kernel.spawn("t"), "List the files in ~/data")
+    assert turn.status == "ok", turn.error
+    assert calls(turn) == [("filesystem.list_directory", {"path": "~/data"}, "ok")]
+    # the tool's result is the reply, as a bundled driver's output: not the model's echo of a label
+    assert turn.output == "[DIR] reports\n[FILE] shopping.txt\n[FILE] todo.md"
+
+
+@needs_filesystem
+def test_a_request_about_an_llmos_path_stays_on_the_bundled_filesystem(fs_system):
+    kernel = Kernel(fs_system)
+    turn = kernel.run(kernel.spawn("t"), "List the files in /notes")
+    assert turn.status == "ok", turn.error
+    assert calls(turn) == [("list_files", {"path": "/notes"}, "ok")]
+    assert turn.output == "todo.txt"
+    fs_system.cpu.enqueue("Water the plants.")    # read_file's text is data the model answers from
+    turn = kernel.run(kernel.spawn("t"), "What is in /notes/todo.txt?")
+    assert calls(turn) == [("read_file", {"path": "/notes/todo.txt"}, "ok")]
+
+
+# Requests and the plan they get, with the server given ~/data and ~/projects (by its full path).
+HOST_AND_LLMOS_PLANS = [
+    ("hey, what have I got in my ~/data folder?", ["filesystem.list_directory"]),
+    ("Write 'call the plumber' to ~/data/reminder.txt", ["filesystem.write_file"]),
+    ("Translate ~/data/todo.md into French", ["filesystem.read_file", "translate"]),   # read there, piped
+    ("Show me what's in {host}/projects", ["filesystem.list_directory"]),   # a folder it was given
+    ("List the files in /notes", ["list_files"]),
+    ("Save 'hello' in /notes/hi.txt", ["write_file"]),
+]
+
+
+@needs_filesystem
+def test_the_router_sends_host_paths_to_the_server_and_llmos_paths_to_the_bundled_fs(home, host_home):
+    write_servers(home, filesystem={"command": FS_SERVER, "args": ["~/data", str(host_home / "projects")]})
+    machine = make_system(home, plugins=["llmos_plugins.files", "llmos_plugins.translate"], strict=True)
+    machine.fs.write("/notes/todo.txt", "water the plants\n")
+    try:
+        router = Router(cache_dir=home / "cache")
+        kind_of = Kernel(machine).kind_of
+        planned = [(text, router.plan(text.format(host=host_home), machine.table, kind_of).names)
+                   for text, _plan in HOST_AND_LLMOS_PLANS]
+        assert planned == HOST_AND_LLMOS_PLANS
+    finally:
         machine.close()

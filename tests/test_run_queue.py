@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_llmos
 from llmos_shell.kernel.loop import Events, Kernel
-from llmos_shell.kernel.scheduler import RunQueue
+from llmos_shell.kernel.scheduler import Job, RunQueue
 from llmos_shell.testing import FakeCpu, make_system
 
 STORY = " ".join(f"word{i}" for i in range(400))   # 400 tokens at 20 ms: 8 s unless stopped
@@ -160,3 +160,21 @@ def test_ps_shows_context_tokens_and_kv_bytes(tmp_path, small_cpu):
     header, line = listing.stdout.splitlines()[:2]
     assert "CTX" in header and "KV" in header
     assert str(row["context_tokens"]) in line and re.search(r"\s\d+\.\dM\s", line)
+
+
+def test_a_job_that_ends_just_as_the_wait_gives_up_returns_its_result(machine, monkeypatch):
+    """run() waits in steps of 0.1 s: a job that ends between a step's timeout and the check after it
+    gives its own result, not "no result" (seen on a loaded machine)."""
+    system, kernel, queue = machine("hello")
+    real_wait = Job.wait
+    late = {"once": True}
+
+    def wait(self, timeout=None):
+        if late.pop("once", False):
+            self.finished.wait(10)   # the job ends now, but this wait "timed out" just before
+            return None
+        return real_wait(self, timeout)
+
+    monkeypatch.setattr(Job, "wait", wait)
+    result = queue.run(kernel.spawn("t", drivers=[]), "Hi")
+    assert result.status == "ok" and result.output == "hello"

@@ -40,7 +40,8 @@ from llmos_shell.kernel.destinations import Roles, roles, store_choices
 from llmos_shell.kernel.grounding import Source, all_said, grounded, refines, repeats, without_inventions
 from llmos_shell.kernel.memory import Memory, sanitise
 from llmos_shell.kernel.process import Process
-from llmos_shell.kernel.router import LEAD_IN, PATH, QUOTED, Router, Step
+from llmos_shell.kernel.places import ANY_PATH, PATH, named_paths
+from llmos_shell.kernel.router import LEAD_IN, QUOTED, Router, Step
 from llmos_shell.syscalls import Syscall, SyscallTable, declared_syscall
 
 log = logging.getLogger("llmos.kernel")
@@ -171,17 +172,35 @@ def result_text(result: Any) -> str:
 
 
 def shown(result: Any, output: str | None) -> str:
-    """What the user sees of a result: the field a syscall declares as its output, as text."""
-    if output and output != "*" and isinstance(result, dict) and output in result:
+    """What the user sees of a result: the field a syscall declares as its output, as text; for
+    ``"*"`` (an MCP tool's) the whole result as a person reads it."""
+    if output == "*":
+        return _as_read(result)
+    if output and isinstance(result, dict) and output in result:
         result = result[output]
     if isinstance(result, list):
         return "\n".join(item if isinstance(item, str) else result_text(item) for item in result)
     return result_text(result)
 
 
+def _as_read(result: Any) -> str:
+    """A whole result for people: a dict of one field is that field (``{"content": "[FILE] a.txt..."}``,
+    ``{"result": "buy milk"}``); otherwise a line per field, text without JSON quotes."""
+    if isinstance(result, dict) and len(result) == 1:
+        result = next(iter(result.values()))
+    if isinstance(result, dict):
+        return "\n".join(f"{key}: {_as_read(value)}" for key, value in result.items())
+    if isinstance(result, list):
+        joined = ", " if all(isinstance(item, (str, int, float)) and len(str(item)) < 40 for item in result) else "\n"
+        return joined.join(_as_read(item) for item in result)
+    return result if isinstance(result, str) else result_text(result)
+
+
 def _nothing_shown(result: Any, output: str) -> bool:
     """A result whose declared output field is empty (None, "", []): nothing for the user to see,
     so the model replies instead (see hookspecs: ``output``)."""
+    if output == "*":
+        return result in (None, "", [], {})
     return isinstance(result, dict) and output in result and result[output] in (None, "", [], {})
 
 
@@ -261,7 +280,7 @@ def lines_asked_for(request: str, results: list[Any]) -> str | None:
     lines = [line for line in texts[0].splitlines() if line.strip()]
     if not 2 <= len(lines) <= MAX_SELECT_LINES:
         return None
-    words = {_stem(w) for w in _content_words(PATH.sub(" ", QUOTED.sub(" ", request))) if w not in _NOT_A_KIND}
+    words = {_stem(w) for w in _content_words(ANY_PATH.sub(" ", QUOTED.sub(" ", request))) if w not in _NOT_A_KIND}
 
     def names_one(line: str) -> bool:
         for w in re.findall(r"[a-z]{3,}", line.lower()):
@@ -629,11 +648,11 @@ class Kernel:
         required = list(syscall.parameters.get("required", []))
         fixed: dict[str, Any] = {}
         if "path" in properties:
-            named = PATH.findall(request)
+            named = named_paths(request)
             if path is None and _stores(syscall):
                 # never over a file an earlier step read, unless the request says to store there
                 named = store_choices(turn.roles, _read_paths(process, turn))
-                if not named and PATH.search(request) and "path" in required:
+                if not named and ANY_PATH.search(request) and "path" in required:
                     raise LlmosError(f"{syscall.name}: the request names no file to store to besides "
                                      f"{', '.join(turn.roles.paths)}, which it reads: say where "
                                      "(\"... and save it to /notes/new.txt\")")
@@ -703,7 +722,7 @@ class Kernel:
         into Spanish" is the same text again. A short request that gives no text of its own (no
         quotes, no path, no lead-in) and reads as a follow-up (FOLLOW_UP) takes the ``input`` of this
         process's last successful call of the same syscall; else None."""
-        if QUOTED.search(request) or PATH.search(request) or LEAD_IN.match(request.strip()) \
+        if QUOTED.search(request) or ANY_PATH.search(request) or LEAD_IN.match(request.strip()) \
                 or len(request.split()) > FOLLOW_UP_WORDS or not FOLLOW_UP.search(request):
             return None
         earlier = [r for r in self.machine.fs.syscalls(process.pid)

@@ -15,7 +15,12 @@ requests the model answers itself (CHAT_EXAMPLES). Then a plan is built:
   reads that kind of file (``reads=["image/*"]``): "what does /inputs/door.png
   say in French?" is OCR, then translate; "what is in /notes/todo.txt?" is a
   read, never a listing;
-* a step's ``input`` parameter takes the previous step's output (a pipe).
+* a step's ``input`` parameter takes the previous step's output (a pipe);
+* **places**: a request about the host's files (``~/data``, a folder an MCP server was given:
+  places.py) cannot be served by a syscall of the llmos filesystem, nor one about an llmos file by a
+  tool that reaches host folders. Such syscalls leave the plan, and what the classifier gave one goes
+  to its *stand-in*, the syscall of the other side that does the same ("List the files in ~/data" is
+  a listing: list_files's probability goes to the filesystem server's list_directory).
 
 Paths and quoted text are replaced by what they are ("the image file", "some
 text") before embedding, so the comparison is about the action, not the words
@@ -37,7 +42,7 @@ from typing import Callable
 import numpy as np
 
 from llmos_shell.config import write_cached
-from llmos_shell.fs.mime import guess_from_name
+from llmos_shell.kernel.places import ANY_PATH, PATH, host_kind, inside, is_host, named_paths, takes_a_path
 from llmos_shell.syscalls import Syscall, SyscallTable
 
 log = logging.getLogger("llmos.router")
@@ -53,8 +58,6 @@ CHAT_EXAMPLES = (
     "Count to twenty", "List the days of the week", "Name three colours of the rainbow",
 )
 
-# Something that looks like an absolute path ("/inputs/report.txt"), not a fraction or a date.
-PATH = re.compile(r"(?<![\w.:/])/[\w.\-/]*[\w/]")
 # Quoted text; an apostrophe inside a word ("Linus's", "it's") opens or closes nothing.
 QUOTED = re.compile(r"(?<!\w)'[^']{1,400}'(?!\w)|\"[^\"]{1,400}\"|“[^”]{1,400}”|‘[^’]{1,400}’")
 # Clause boundaries: "and", "then", "and then", ";" (quoted text is masked first).
@@ -97,6 +100,33 @@ class RouterPolicy:
     #: tests/mcp_notes_server.py loaded, "Hello!", "Tell me a joke", "What is the capital of Japan?"
     #: gave such syscalls at most 0.02).
     min_described: float = 0.1
+    #: A syscall stands in for one of the other side (a host tool for a bundled file syscall) when
+    #: their names and descriptions are this alike (the mean of the two cosines). With
+    #: @modelcontextprotocol/server-filesystem: list_files -> list_directory 0.55, search_files ->
+    #: search_files 0.68, write_file -> write_file 0.67, read_file -> read_file 0.73; the best match
+    #: of a syscall it has no tool for: delete_file 0.43 (write_file), ocr 0.47, summarise 0.34.
+    min_stand_in: float = 0.5
+
+
+@dataclass
+class Reach:
+    """Which syscalls can take a request's paths (places.py): the others are ``out``, and the
+    probability the classifier gave one of those goes to its ``stand_in``; without one, to "answer
+    yourself" ("Delete ~/old.txt" with a host server that cannot delete is not a request for its
+    write_file: the model answers)."""
+
+    out: frozenset[str] = frozenset()
+    stand_in: dict[str, str] = field(default_factory=dict)
+    host: tuple[str, ...] = ()      # the request's paths, when they are all the host's
+
+    def apply(self, scores: dict[str, float]) -> dict[str, float]:
+        if not self.out:
+            return scores
+        kept = {name: value for name, value in scores.items() if name not in self.out}
+        for name in self.out & scores.keys():
+            target = self.stand_in.get(name, "")
+            kept[target] = kept.get(target, 0.0) + scores[name]
+        return kept
 
 
 @dataclass
@@ -119,17 +149,18 @@ class Plan:
 def describe(text: str, kind_of: Callable[[str], str | None]) -> str:
     """The request as the router compares it: paths as their kind, quoted text as 'some text'."""
     match = None if QUOTED.search(text) else LEAD_IN.match(text.strip())   # "write 'note: milk'" has none
-    if match and not PATH.search(match.group(1) + " "):
+    if match and not ANY_PATH.search(match.group(1) + " "):
         text = match.group(1) + ": some text"
 
     def path_word(m: re.Match) -> str:
-        # A path that does not exist yet (one to write) is named by its extension, like the examples'.
-        mime = kind_of(m.group(0)) or guess_from_name(m.group(0)) or \
-            ("inode/directory" if "." not in m.group(0).rsplit("/", 1)[-1] else "")
+        # A path that does not exist yet (one to write), or a host path, is named by its extension,
+        # like the examples'.
+        path = m.group(0)
+        mime = (kind_of(path) if path.startswith("/") else None) or host_kind(path) or ""
         return next((word for prefix, word in KIND_WORDS if mime.startswith(prefix)), "the file")
 
     text = QUOTED.sub("'some text'", text)
-    return PATH.sub(path_word, text)
+    return ANY_PATH.sub(path_word, text)
 
 
 def clauses(text: str) -> list[str]:
@@ -161,6 +192,7 @@ class Router:
         # Embedding a hundred examples takes a second or more on 2 busy cores: kept on disk by text.
         self.cache_dir = cache_dir
         self._models: dict[tuple, tuple[list[str], np.ndarray, np.ndarray]] = {}
+        self._likeness: dict[tuple, dict[tuple[str, str], float]] = {}
         self._lock = threading.Lock()
 
     def _embed_examples(self, texts: list[str]) -> np.ndarray:
@@ -221,23 +253,78 @@ class Router:
         self._model(table)
 
     def scores(self, text: str, table: SyscallTable, kind_of) -> dict[str, float]:
-        """The probability that the request is for each syscall, and ``""`` for "answer it yourself"."""
+        """The probability that the request is for each syscall that can take its paths, and ``""``
+        for "answer it yourself"."""
         names, weights, bias = self._model(table)
         logits = self.encoder.encode([describe(text, kind_of)])[0] @ weights + bias
         p = np.exp(logits - logits.max())
         p /= p.sum()
-        return {name: float(v) for name, v in zip(names, p)}
+        scores = {name: float(v) for name, v in zip(names, p)}
+        return self.reach(text, table, kind_of).apply(scores)
+
+    def reach(self, text: str, table: SyscallTable, kind_of) -> Reach:
+        """Which syscalls cannot take the request's paths, and their stand-ins. A request whose paths
+        are all the host's is not for the llmos filesystem's syscalls (but one that works on a text,
+        summarise, may take what a host tool read), nor for host tools that do not reach them; one
+        whose paths are all llmos's is not for host tools that take a path. A request naming both
+        kinds, or none, may need any syscall."""
+        paths = named_paths(text)
+        host = [p for p in paths if is_host(p, kind_of, {q for s in table for q in s.places})]
+        if not paths or 0 < len(host) < len(paths):
+            return Reach()
+        if host:
+            out = {s.name for s in table if _on_llmos_files(s) and not _makes_text(s)}
+            out |= {s.name for s in table if _on_host_files(s) and not _reaches(s, host)}
+        else:
+            out = {s.name for s in table if _on_host_files(s)}
+        kept = [s.name for s in table if s.name not in out]
+        stand_in = {name: other for name in out if (other := self._stand_in(name, kept, table))}
+        return Reach(frozenset(out), stand_in, tuple(host))
+
+    def _stand_in(self, name: str, candidates: list[str], table: SyscallTable) -> str | None:
+        """The candidate most like ``name`` (a syscall of the other side), if alike enough."""
+        likeness = self.likeness(table)
+        alike = {other: likeness[name, other] for other in candidates if (name, other) in likeness}
+        best = max(alike, key=alike.get, default=None)
+        return best if best is not None and alike[best] >= self.policy.min_stand_in else None
+
+    def likeness(self, table: SyscallTable) -> dict[tuple[str, str], float]:
+        """How alike each llmos file syscall and each host tool are (both orders): the mean cosine
+        of their names in words ("list files", "list directory") and of their descriptions' first
+        sentences. Names carry the action, descriptions what it acts on."""
+        key = tuple((s.name, s.description) for s in table)
+        if key not in self._likeness:
+            llmos = [s for s in table if _on_llmos_files(s)]
+            host = [s for s in table if _on_host_files(s)]
+            if not llmos or not host:
+                self._likeness[key] = {}
+                return {}
+            names = self._embed_examples([_name_words(s) for s in llmos + host])
+            sentences = self._embed_examples([_first_sentence(s) for s in llmos + host])
+            alike = (names @ names.T + sentences @ sentences.T) / 2
+            pairs = {}
+            for i, a in enumerate(llmos):
+                for j, b in enumerate(host, start=len(llmos)):
+                    pairs[a.name, b.name] = pairs[b.name, a.name] = float(alike[i, j])
+            self._likeness[key] = pairs
+        return self._likeness[key]
 
     def plan(self, text: str, table: SyscallTable, kind_of: Callable[[str], str | None]) -> Plan:
         """The syscalls the request needs, in order; no steps means the model answers itself.
 
         ``kind_of(path)`` is the MIME type of an existing file or folder (``inode/directory``), else None."""
+        reach = self.reach(text, table, kind_of)
+        usable = table.without(reach.out)
+
+        def score(part: str) -> dict[str, float]:   # a part's scores, among the syscalls that can serve the whole
+            return {n: v for n, v in self.scores(part, table, kind_of).items() if n == "" or n in usable}
+
         plan = Plan(scores=self.scores(text, table, kind_of))
-        _nothing_to_read(plan.scores, text, table, kind_of)
+        _nothing_to_read(plan.scores, text, usable, kind_of)
         parts = clauses(text)
         for i, part in enumerate(parts):
-            scores = plan.scores if len(parts) == 1 else self.scores(part, table, kind_of)
-            _nothing_to_read(scores, text, table, kind_of)
+            scores = plan.scores if len(parts) == 1 else score(part)
+            _nothing_to_read(scores, text, usable, kind_of)
             # A later clause names a further action ("... and put the summary in x.txt"): not one
             # already planned, so the probabilities are taken among the others.
             rest = {n: v for n, v in scores.items() if n not in plan.names}
@@ -252,9 +339,10 @@ class Router:
             if rest[name] < floor or rest[name] < rest[""]:
                 continue
             plan.steps.append(Step(table.get(name), rest[name]))
-        _read_named_files(plan, text, table, kind_of)
-        self._work_on_what_was_read(plan, table, kind_of)
-        self._make_what_is_stored(plan, text, table, kind_of)
+        _read_named_files(plan, text, usable, _readers(table, kind_of, reach))
+        _nothing_read_from_the_host(plan, reach)
+        self._work_on_what_was_read(plan, usable, lambda path: host_kind(path) if path in reach.host else kind_of(path))
+        self._make_what_is_stored(plan, text, usable, kind_of, score)
         return plan
 
     def described_candidate(self, plan: Plan, table: SyscallTable) -> Syscall | None:
@@ -269,7 +357,7 @@ class Router:
         syscall = table.get(best)
         return syscall if not syscall.examples and scores[best] >= self.policy.min_described else None
 
-    def _make_what_is_stored(self, plan: Plan, text: str, table: SyscallTable, kind_of) -> None:
+    def _make_what_is_stored(self, plan: Plan, text: str, table: SyscallTable, kind_of, score) -> None:
         """"Put the Italian for 'good morning' in /notes/it.txt" names a store and, around it, what
         to store. With the path taken out the request reads as that other action ("Put the Italian for
         'good morning' in a file called": translate 0.37, write_file 0.26): when a syscall that works on
@@ -289,7 +377,7 @@ class Router:
             return
         if not _stores_to_a_path(store):
             return
-        scores = self.scores(PATH.sub("", text), table, kind_of)
+        scores = score(PATH.sub("", text))
         best = max((n for n in scores if n), key=scores.get)
         maker = table.get(best)
         if maker is not store and _makes_text(maker) and scores[best] >= self.policy.min_make_before_store:
@@ -319,8 +407,8 @@ def described(syscall: Syscall) -> tuple[str, ...]:
     """What the router learns a syscall without examples from (a tool of an MCP server): its
     description, its name in words, and the description as a user would ask for it ("Get current
     time in a timezone" -> "What is the current time in a timezone?")."""
-    words = re.sub(r"[_\-.]+", " ", syscall.name.rsplit(".", 1)[-1]).strip()
-    text = syscall.description.split(". ")[0].strip().rstrip(".") or words
+    words = _name_words(syscall)
+    text = _first_sentence(syscall)
     asked = text[0].lower() + text[1:]
     texts = [text, words, f"Please {asked}", f"Can you {asked}?", f"I need to {words}", f"{words} for me"]
     fetch = _FETCH_VERB.match(text)
@@ -371,18 +459,32 @@ def _nothing_to_read(scores: dict[str, float], text: str, table: SyscallTable, k
     scores.update({n: v / total for n, v in scores.items()})
 
 
-def _read_named_files(plan: Plan, text: str, table: SyscallTable, kind_of) -> None:
-    """A request naming an existing file starts with a syscall that reads that kind of file: the
-    model cannot know what the file holds, and left alone it answers from imagination."""
-    literal = bool(QUOTED.search(text) or LEAD_IN.match(text.strip()))
-    for path in PATH.findall(text):
+def _readers(table: SyscallTable, kind_of, reach: Reach) -> Callable[[str], list[Syscall] | None]:
+    """The syscalls that read what a path names: for an llmos file, those that read its kind; for a
+    host path, the stand-ins of those (the kind guessed from its name). None when nothing is known
+    to be there."""
+    def readers_of(path: str) -> list[Syscall] | None:
+        if path in reach.host:
+            mime = host_kind(path)
+            return None if mime is None else [table.get(reach.stand_in[s.name]) for s in table
+                                                if s.reads_kind(mime) and s.name in reach.stand_in]
         mime = kind_of(path)
-        if mime is None:
+        return None if mime is None else [s for s in table if s.reads_kind(mime)]
+    return readers_of
+
+
+def _read_named_files(plan: Plan, text: str, table: SyscallTable, readers_of) -> None:
+    """A request naming an existing file (or a host one) starts with a syscall that reads that kind
+    of file: the model cannot know what the file holds, and left alone it answers from imagination."""
+    literal = bool(QUOTED.search(text) or LEAD_IN.match(text.strip()))
+    paths = named_paths(text)
+    for path in paths:
+        readers = readers_of(path)
+        if readers is None:
             continue
-        readers = [s for s in table if s.reads_kind(mime)]
         reader = max(readers, key=lambda s: plan.scores.get(s.name, 0.0), default=None)
         first = plan.steps[0].syscall if plan.steps else None
-        if first is not None and first.reads_kind(mime):
+        if first is not None and first.name in {r.name for r in readers}:
             plan.steps[0].path = path
             return
         if reader is None:
@@ -390,7 +492,7 @@ def _read_named_files(plan: Plan, text: str, table: SyscallTable, kind_of) -> No
         step = Step(reader, plan.scores.get(reader.name, 0.0), path=path)
         if first is None:
             plan.steps.append(step)
-        elif _stores_to_a_path(first) and "audio_out" not in first.capabilities and len(PATH.findall(text)) == 1:
+        elif _stores_to_a_path(first) and "audio_out" not in first.capabilities and len(paths) == 1:
             # "Add eggs to my shopping list in /notes/shopping.txt": the file it names is where the text
             # goes; read and piped in, it would be written into itself ("milk bread milk bread")
             return
@@ -400,3 +502,32 @@ def _read_named_files(plan: Plan, text: str, table: SyscallTable, kind_of) -> No
             plan.steps[0] = step         # it reads another kind of file, or cannot see files at all
         # else it targets the path itself (writes or deletes it): as planned
         return
+
+
+def _nothing_read_from_the_host(plan: Plan, reach: Reach) -> None:
+    """A syscall that works on a text but reads llmos files (summarise) can take a host file's text
+    from a step that read it, never the host path itself: without such a step it leaves the plan."""
+    if reach.host and plan.steps and _on_llmos_files(plan.steps[0].syscall):
+        plan.steps.pop(0)
+
+
+def _on_llmos_files(syscall: Syscall) -> bool:
+    """It works on files of the llmos filesystem (reads_fs, writes_fs)."""
+    return bool(syscall.capabilities & {"reads_fs", "writes_fs"}) and not syscall.places
+
+
+def _on_host_files(syscall: Syscall) -> bool:
+    """It takes a path to a host place it reaches (an MCP filesystem server's tool)."""
+    return bool(syscall.places) and takes_a_path(syscall.parameters)
+
+
+def _reaches(syscall: Syscall, paths: list[str]) -> bool:
+    return all(any(inside(path, place) for place in syscall.places) for path in paths)
+
+
+def _name_words(syscall: Syscall) -> str:
+    return re.sub(r"[_\-.]+", " ", syscall.name.rsplit(".", 1)[-1]).strip()
+
+
+def _first_sentence(syscall: Syscall) -> str:
+    return syscall.description.split(". ")[0].strip().rstrip(".") or _name_words(syscall)

@@ -133,6 +133,8 @@ class RunQueue:
                     job.cancel.set()
                     deadline = time.monotonic() + grace
                 continue
+            if result is None and job.done:
+                result = job.wait(0)   # it ended just after the wait above gave up: its result is there
             if result is not None or job.done:
                 return result if result is not None else TurnResult(status="error", error="no result")
             if deadline is not None and time.monotonic() >= deadline:

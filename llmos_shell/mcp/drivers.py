@@ -15,7 +15,9 @@ is ``read_only``; otherwise ``destructiveHint`` (true by the spec's default, so
 an unannotated tool counts as destructive) is ``irreversible``, and approval
 applies. Results come back as text or, with ``structuredContent``, as that
 object, with chat-template control tokens stripped and anything longer than a
-syscall result's share of the context cut, with a note saying so.
+syscall result's share of the context cut, with a note saying so; the result is
+what the user is shown (``output="*"``). The host paths among the server's
+arguments (``mcp-server-filesystem ~/data``) are its tools' ``places``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from llmos_shell.mcp import config as mcp_config
 from llmos_shell.mcp.client import Connection, EventLoop, McpError
 from llmos_shell.mcp.config import ServerSpec
 from llmos_shell.kernel.memory import MAX_TOOL_CHARS, sanitise
+from llmos_shell.kernel.places import places_in
 from llmos_shell.syscalls import SyscallError
 
 log = logging.getLogger("llmos.mcp")
@@ -199,10 +202,13 @@ class ServerDriver:
     def register_syscalls(self, register) -> None:
         for record in self.tools():
             try:
+                # output "*": the user sees the tool's result, as a bundled driver's output; places:
+                # the host folders it was given, so that a request about them comes here
                 register(self._caller(record["name"]), name=syscall_name(self.spec.name, record["name"]),
                          description=_describe(record),
                          parameters=record.get("inputSchema") or {"type": "object", "properties": {}},
-                         capabilities=capabilities(record.get("annotations")), timeout=self._watchdog_timeout())
+                         capabilities=capabilities(record.get("annotations")), timeout=self._watchdog_timeout(),
+                         output="*", places=places_in(self.spec.args))
             except SyscallError as error:  # one tool with a bad schema: the server's other tools still work
                 log.warning("MCP server %s: tool %s left out: %s", self.spec.name, record.get("name"), error)
                 self.skipped[record["name"]] = str(error)
