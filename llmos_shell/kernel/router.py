@@ -255,12 +255,15 @@ class Router:
     def scores(self, text: str, table: SyscallTable, kind_of) -> dict[str, float]:
         """The probability that the request is for each syscall that can take its paths, and ``""``
         for "answer it yourself"."""
+        return self.reach(text, table, kind_of).apply(self._classify(text, table, kind_of))
+
+    def _classify(self, text: str, table: SyscallTable, kind_of) -> dict[str, float]:
+        """The classifier's probabilities over every syscall and ``""``, before places are applied."""
         names, weights, bias = self._model(table)
         logits = self.encoder.encode([describe(text, kind_of)])[0] @ weights + bias
         p = np.exp(logits - logits.max())
         p /= p.sum()
-        scores = {name: float(v) for name, v in zip(names, p)}
-        return self.reach(text, table, kind_of).apply(scores)
+        return {name: float(v) for name, v in zip(names, p)}
 
     def reach(self, text: str, table: SyscallTable, kind_of) -> Reach:
         """Which syscalls cannot take the request's paths, and their stand-ins. A request whose paths
@@ -319,7 +322,7 @@ class Router:
         def score(part: str) -> dict[str, float]:   # a part's scores, among the syscalls that can serve the whole
             return {n: v for n, v in self.scores(part, table, kind_of).items() if n == "" or n in usable}
 
-        plan = Plan(scores=self.scores(text, table, kind_of))
+        plan = Plan(scores=reach.apply(self._classify(text, table, kind_of)))   # self.scores, reach known
         _nothing_to_read(plan.scores, text, usable, kind_of)
         parts = clauses(text)
         for i, part in enumerate(parts):
