@@ -320,14 +320,12 @@ def apertium_mode(source: str | None, target: str) -> str | None:
 
 
 # Where no installed pair goes straight from one language to another, two pairs through a third
-# language may (English -> Italian: eng-cat, then cat-ita). Pivots are tried in this order, unless
-# PIVOT_FOR names the one that measured best for a direction (bench/translate.py, tune rows).
+# language may (English -> Italian: eng-cat, then cat-ita). Pivots are tried in this order.
 # Measured 2026-12-05 (tune rows): through Catalan, en->fr chrF 100 against 81 through Spanish;
 # en->it 100 both ways. Two pairs beat or tied the 0.5B CPU on every tune row they could do
 # (en->it 100 against 24, en->fr 100 against 100, fr->en 66 against 65); README "Translation"
 # has the held-out rows.
 PIVOTS = ("ca", "es", "en")
-PIVOT_FOR: dict[tuple[str, str], str] = {}
 
 
 def apertium_route(source: str | None, target: str) -> tuple[str, ...]:
@@ -338,8 +336,7 @@ def apertium_route(source: str | None, target: str) -> tuple[str, ...]:
         return ()
     if (source, target) in modes:
         return (modes[(source, target)],)
-    preferred = PIVOT_FOR.get((source, target))
-    for pivot in ((preferred,) if preferred else ()) + PIVOTS:
+    for pivot in PIVOTS:
         if pivot not in (source, target) and (source, pivot) in modes and (pivot, target) in modes:
             return modes[(source, pivot)], modes[(pivot, target)]
     return ()
