@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, redirect_stderr
 from typing import Any, Callable, Iterable
 
 from llmos_shell.cpu import hardware, probe
@@ -60,12 +60,10 @@ def _llama_messages_to_log():
     descriptors 1 and 2 at /dev/null; the shell loads in the background, so the
     output of commands typed meanwhile vanished with it. Loading verbose with
     Python's ``sys.stderr`` sent to the log silences the load alone."""
-    import contextlib
-
     import llama_cpp._logger as llama_logger
 
     try:
-        with contextlib.redirect_stderr(_LogLines(logging.getLogger("llmos.llama"))):
+        with redirect_stderr(_LogLines(logging.getLogger("llmos.llama"))):
             yield
     finally:
         llama_logger.set_verbose(False)   # later messages: errors only, as with verbose=False
