@@ -179,7 +179,7 @@ def absent_model(monkeypatch, tmp_path, small_model_path):
     """The real small model, plus a manifest whose two packages are not installed."""
     real = models.get_manifest(TEST_MODEL)
     absent = models.Manifest(name="absent-model", file="absent.gguf", sha256="0" * 64, size=10, license="MIT",
-                             context_length=2048, chat_format="chatml",
+                             context_length=2048,
                              parts=(models.Part("llmos-no-such-package-a", "1.0", "a/part1.bin"),
                                     models.Part("llmos-no-such-package-b", "2.5", "b/part2.bin")))
     monkeypatch.setattr(models, "manifests", lambda: {real.name: real, absent.name: absent})

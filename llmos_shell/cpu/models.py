@@ -44,7 +44,6 @@ class Manifest:
     size: int
     license: str
     context_length: int
-    chat_format: str
     description: str = ""
     default: bool = False
     parts: tuple[Part, ...] = field(default_factory=tuple)
