@@ -119,3 +119,95 @@ def test_the_layout_matches_the_readme_map():
     for part in ("kernel", "cpu", "fs", "cli", "shell"):
         assert (PACKAGE / part / "__init__.py").exists()
         assert f"llmos_shell/{part}/" in readme, f"the README's layout section does not name llmos_shell/{part}/"
+
+
+# --- commands written once -----------------------------------------------------------------------
+
+BUILTINS_MODULE = PACKAGE / "builtins.py"
+FRONT_ENDS = {"shell": PACKAGE / "shell", "cli": PACKAGE / "cli"}
+
+#: the built-ins both front ends have: the shell's command and `llmos ...` of the same name (issue 27)
+SHARED_BUILTINS = ("ls", "cat", "rm", "mkdir", "mv", "cp", "find", "grep", "ps", "kill", "log", "drivers",
+                   "models", "call")
+
+#: what an OS operation is called on: the filesystem, the system, the run queue (`shell.fs`, `_fs(state)`)
+HANDLE = r"(^|\.)(fs|system|queue)$|^_fs\(.*\)$"
+
+
+def operations(tree: ast.AST, names: set[str] | None = None) -> set[str]:
+    """The OS operations ``tree`` uses: methods of a filesystem, system or run queue handle
+    (``fs.ls``, ``state.system.call``), and the functions named in ``names`` (``driver_report``)."""
+    import re
+
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and re.search(HANDLE, ast.unparse(node.value)):
+            found.add(node.attr)
+        elif isinstance(node, (ast.Name, ast.Attribute)) and names:
+            name = node.id if isinstance(node, ast.Name) else node.attr
+            if name in names:
+                found.add(name)
+    return found
+
+
+def builtin_operations() -> tuple[set[str], set[str]]:
+    """Every OS operation the built-ins do: the methods they use of their handles, and the
+    functions they import from the rest of llmos (``driver_report``, ``list_models``)."""
+    tree = ast.parse(BUILTINS_MODULE.read_text())
+    functions = {alias.asname or alias.name for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("llmos_shell.")
+                 and node.module not in ("llmos_shell.errors", "llmos_shell.fs.paths")
+                 for alias in node.names}
+    return operations(tree), functions
+
+
+def test_the_shell_and_the_cli_do_not_both_do_a_builtins_work():
+    # A built-in's work (the filesystem, run-queue and system operations it does) is written once,
+    # in llmos_shell/builtins.py; the shell and the CLI parse, format and print. An operation both
+    # front ends use is a command implemented twice.
+    methods, functions = builtin_operations()
+    ops = methods | functions
+    assert {"ls", "rm", "processes", "syscalls", "kill_process", "call", "driver_report"} <= ops, ops
+    used: dict[str, dict[str, list[str]]] = {end: {} for end in FRONT_ENDS}
+    for end, folder in FRONT_ENDS.items():
+        for path in sources(folder):
+            for op in operations(ast.parse(path.read_text()), functions) & ops:
+                used[end].setdefault(op, []).append(module_name(path))
+    twice = {op: used["shell"][op] + used["cli"][op] for op in sorted(used["shell"].keys() & used["cli"].keys())}
+    assert not twice, f"done by both the shell and the CLI instead of llmos_shell/builtins.py: {twice}"
+
+
+def calls(function, follow=None) -> set[str]:
+    """What ``function`` calls (``builtins.ls``, ``shell.call_syscall``), and what the methods of
+    ``follow`` it calls on ``shell.`` call in turn (one level)."""
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    found = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    if follow is not None:
+        for name in [f.split(".", 1)[1] for f in found if f.startswith("shell.")]:
+            if callable(getattr(follow, name, None)):
+                found |= calls(getattr(follow, name))
+    return found
+
+
+def click_command(name: str):
+    from llmos_shell.cli.app import cli
+
+    groups = [cli, cli.commands["fs"]]
+    found = [group.commands[name] for group in groups if name in group.commands and name not in ("fs", "models")]
+    return found[0] if found else cli.commands["models"].commands["list"]   # `llmos models list`
+
+
+@pytest.mark.parametrize("name", SHARED_BUILTINS)
+def test_each_builtin_is_one_function_both_front_ends_call(name):
+    from llmos_shell import builtins
+    from llmos_shell.shell.app import Shell
+    from llmos_shell.shell.commands import COMMANDS
+
+    assert callable(getattr(builtins, name, None)), f"llmos_shell/builtins.py has no {name}()"
+    shell_calls = calls(COMMANDS[name].function, follow=Shell)
+    cli_calls = calls(click_command(name).callback)
+    assert f"builtins.{name}" in shell_calls, f"the shell's {name} does not call builtins.{name}: {shell_calls}"
+    assert f"builtins.{name}" in cli_calls, f"`llmos {name}` does not call builtins.{name}: {cli_calls}"

@@ -8,7 +8,12 @@ import sys
 
 import click
 
-from llmos_shell.errors import UsageError
+from llmos_shell import builtins
+from llmos_shell.cli.output import echo_lines
+from llmos_shell.errors import LlmosError
+
+#: the colours of driver_lines' kinds of text (a muted one is plain here)
+COLOURS = {"ok": "green", "warning": "yellow", "error": "red"}
 
 
 class ProgressBar:
@@ -61,11 +66,7 @@ def call_command(state, syscall: str, arguments: str, as_json: bool, approve: st
 
     Example: llmos call write_file '{"path": "/notes/a.txt", "content": "hi"}'
     """
-    try:
-        args = json.loads(arguments)
-    except json.JSONDecodeError as error:
-        raise UsageError(f"arguments are not valid JSON: {error.msg} at column {error.colno}") from None
-    from llmos_shell.errors import LlmosError
+    args = builtins.json_arguments(arguments)
 
     if approve is None:
         approve = "ask" if sys.stdin.isatty() else "never"
@@ -76,7 +77,7 @@ def call_command(state, syscall: str, arguments: str, as_json: bool, approve: st
 
     bar = ProgressBar(syscall)
     try:
-        result = state.system.call(syscall, args, approve=approve, confirm=confirm, by_user=True, progress=bar)
+        result = builtins.call(state.system, syscall, args, approve=approve, confirm=confirm, progress=bar)
     except LlmosError:
         raise
     except Exception as error:  # the driver's failure, not llmos's: say so in one line
@@ -95,17 +96,10 @@ def call_command(state, syscall: str, arguments: str, as_json: bool, approve: st
 @click.pass_obj
 def drivers_command(state, as_json: bool) -> None:
     """Every driver and its syscalls: ok (with its backend), unavailable (why) or broken (the error)."""
-    from llmos_shell.drivers import driver_report
-
-    rows = driver_report(state.system)
+    rows = builtins.drivers(state.system)
     if as_json:
-        for row in rows:
-            click.echo(json.dumps(row, ensure_ascii=False))
+        echo_lines(rows)
         return
-    for row in rows:
-        status = row["status"]
-        colour = {"ok": "green", "unavailable": "yellow", "broken": "red"}.get(status, None)
-        detail = row.get("backend") if status == "ok" else row.get("detail")
-        click.echo(f"{row['driver']:<12} " + click.style(f"{status:<12}", fg=colour) + f" {detail or ''}")
-        if row["syscalls"]:
-            click.echo(f"{'':<12}  syscalls: {', '.join(row['syscalls'])}")
+    for pieces in builtins.driver_lines(rows):
+        click.echo("".join(click.style(text, fg=COLOURS[kind]) if kind in COLOURS else text
+                           for text, kind in pieces))

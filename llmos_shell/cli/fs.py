@@ -1,7 +1,8 @@
 """`llmos fs ...`, `llmos ps` and `llmos log`: the SQLite filesystem from outside the shell.
 
-Thin: each command calls one :class:`~llmos_shell.fs.Filesystem` method.
-Errors are :class:`~llmos_shell.errors.LlmosError` s (one line, exit 1 or 2);
+Thin: the built-ins the shell has too (ls, cat, rm, mkdir, mv, cp, find, grep, ps,
+kill, log) do their work in :mod:`llmos_shell.builtins`; the others call one
+:class:`~llmos_shell.fs.Filesystem` method. Errors are :class:`~llmos_shell.errors.LlmosError` s (one line, exit 1 or 2);
 ``grep`` and ``find`` exit 1 when nothing matches, like their Unix namesakes.
 Lists print one JSON object per line with ``--json``.
 """
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable
+from typing import Any
 
 import click
 
+from llmos_shell import builtins
+from llmos_shell.cli.output import echo_json, echo_lines
 from llmos_shell.errors import UsageError
 from llmos_shell.format import human_size, printable, when
 from llmos_shell.fs.versions import acting
@@ -21,15 +24,6 @@ from llmos_shell.fs.versions import acting
 
 def _fs(state):
     return state.system.fs
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, default=str))
-
-
-def _echo_lines(rows: Iterable[Any]) -> None:
-    for row in rows:
-        _echo_json(row)
 
 
 def _long_line(entry: dict[str, Any]) -> str:
@@ -70,15 +64,12 @@ def fs_group(ctx: click.Context) -> None:
 @click.pass_obj
 def fs_ls(state, paths: tuple[str, ...], long_form: bool, as_json: bool) -> None:
     """List directories (default /)."""
-    fs = _fs(state)
-    paths = paths or ("/",)
-    for index, path in enumerate(paths):
-        entries = fs.ls(path)
+    for index, (path, entries) in enumerate(builtins.ls(_fs(state), paths)):
         if as_json:
-            _echo_lines(entries)
+            echo_lines(entries)
             continue
         if len(paths) > 1:
-            click.echo(("\n" if index else "") + f"{fs.stat(path)['path']}:")
+            click.echo(("\n" if index else "") + f"{path}:")
         for entry in entries:
             if long_form:
                 click.echo(_long_line(entry))
@@ -94,7 +85,7 @@ def fs_stat(state, path: str, as_json: bool) -> None:
     """Details of a file or directory: type, size, sha256, times."""
     info = _fs(state).stat(path)
     if as_json:
-        _echo_json(info)
+        echo_json(info)
         return
     for key in ("path", "kind", "mime", "size", "text", "sha256"):
         click.echo(f"{key:<9} {info[key] if info[key] is not None else '-'}")
@@ -107,10 +98,9 @@ def fs_stat(state, path: str, as_json: bool) -> None:
 @click.pass_obj
 def fs_cat(state, paths: tuple[str, ...]) -> None:
     """Write files' bytes to stdout, exactly as stored."""
-    fs = _fs(state)
     out = click.get_binary_stream("stdout")
-    for path in paths:
-        out.write(fs.read(path))
+    for data in builtins.cat(_fs(state), paths, text=False):
+        out.write(data)
     out.flush()
 
 
@@ -138,7 +128,7 @@ def fs_put(state, host_path: str, dest: str, as_json: bool) -> None:
     else:
         summary = fs.import_host(host_path, dest)
     if as_json:
-        _echo_json(summary)
+        echo_json(summary)
         return
     click.echo(f"{summary['path']}: {summary['files']} file(s), {summary['bytes']} bytes")
     for skipped in summary["skipped"]:   # host names can hold terminal escapes: shown escaped
@@ -163,7 +153,7 @@ def fs_get(state, path: str, dest: str, no_clobber: bool, as_json: bool) -> None
 
     summary = get(_fs(state), path, dest, overwrite=not no_clobber)
     if as_json:
-        _echo_json(summary)
+        echo_json(summary)
         return
     click.echo(f"{printable(summary['path'])}: {summary['files']} file(s), {summary['bytes']} bytes")
 
@@ -174,9 +164,7 @@ def fs_get(state, path: str, dest: str, no_clobber: bool, as_json: bool) -> None
 @click.pass_obj
 def fs_rm(state, paths: tuple[str, ...], recursive: bool) -> None:
     """Remove files (and, with -r, directories)."""
-    fs = _fs(state)
-    for path in paths:
-        fs.rm(path, recursive=recursive)
+    builtins.rm(_fs(state), paths, recursive=recursive)
 
 
 @fs_group.command("mkdir")
@@ -185,9 +173,7 @@ def fs_rm(state, paths: tuple[str, ...], recursive: bool) -> None:
 @click.pass_obj
 def fs_mkdir(state, paths: tuple[str, ...], parents: bool) -> None:
     """Create directories."""
-    fs = _fs(state)
-    for path in paths:
-        fs.mkdir(path, parents=parents)
+    builtins.mkdir(_fs(state), paths, parents=parents)
 
 
 @fs_group.command("mv")
@@ -196,7 +182,7 @@ def fs_mkdir(state, paths: tuple[str, ...], parents: bool) -> None:
 @click.pass_obj
 def fs_mv(state, src: str, dst: str) -> None:
     """Move or rename a file or directory (into DST if it is a directory)."""
-    _fs(state).mv(src, dst)
+    builtins.mv(_fs(state), src, dst)
 
 
 @fs_group.command("cp")
@@ -205,7 +191,7 @@ def fs_mv(state, src: str, dst: str) -> None:
 @click.pass_obj
 def fs_cp(state, src: str, dst: str) -> None:
     """Copy a file or a directory tree (into DST if it is a directory)."""
-    _fs(state).cp(src, dst)
+    builtins.cp(_fs(state), src, dst)
 
 
 @fs_group.command("find")
@@ -215,9 +201,9 @@ def fs_cp(state, src: str, dst: str) -> None:
 @click.pass_obj
 def fs_find(state, pattern: str, path: str, as_json: bool) -> None:
     """Paths under PATH matching a glob: '*.txt' matches names, 'notes/**/*.md' whole paths."""
-    matches = _fs(state).find(pattern, path)
+    matches = builtins.find(_fs(state), pattern, path)
     if as_json:
-        _echo_lines(matches)
+        echo_lines(matches)
     else:
         for match in matches:
             click.echo(match["path"])
@@ -235,13 +221,13 @@ def fs_find(state, pattern: str, path: str, as_json: bool) -> None:
 @click.pass_obj
 def fs_grep(state, pattern: str, path: str, regex: bool, ignore_case: bool, names_only: bool, as_json: bool) -> None:
     """Lines of text files under PATH containing PATTERN's words (stemmed), or matching a regex with -E."""
-    matches = _fs(state).grep(pattern, regex=regex, path=path, ignore_case=ignore_case)
+    matches = builtins.grep(_fs(state), pattern, path, regex=regex, ignore_case=ignore_case)
     if names_only:
         seen = list(dict.fromkeys(m["path"] for m in matches))
         for name in seen:
             click.echo(json.dumps({"path": name}) if as_json else name)
     elif as_json:
-        _echo_lines(matches)
+        echo_lines(matches)
     else:
         for match in matches:
             click.echo(f"{match['path']}:{match['line']}:{match['text']}")
@@ -263,7 +249,7 @@ def fs_versions(state, path: str, as_json: bool) -> None:
     fs = _fs(state)
     rows = fs.versions(path)
     if as_json:
-        _echo_lines(rows)
+        echo_lines(rows)
         return
     if not rows:
         raise UsageError(f"no earlier versions of {path}")
@@ -305,9 +291,9 @@ def fs_check(state) -> None:
 def ps_command(state, as_json: bool) -> None:
     """Processes: pid, parent, live status (waiting, running, then how they ended), context tokens,
     KV bytes, messages, syscalls, model, name."""
-    rows = _fs(state).processes()
+    rows = builtins.ps(_fs(state))
     if as_json:
-        _echo_lines(rows)
+        echo_lines(rows)
         return
     click.echo(f"{'PID':>5} {'PARENT':>6}  {'STATUS':<11} {'CTX':>5} {'KV':>9} {'MSGS':>5} {'CALLS':>5}  "
                f"{'CREATED':<19}  {'MODEL':<28} NAME")
@@ -325,10 +311,8 @@ def ps_command(state, as_json: bool) -> None:
 def kill_command(state, pids: tuple[int, ...]) -> None:
     """Stop processes PIDS: the llmos program running each (a shell, `llmos run`, `llmos serve`)
     stops it within a token, or takes it off its run queue; `ps` then shows it killed."""
-    fs = _fs(state)
     for pid in pids:
-        owner = fs.kill_process(pid)
-        click.echo(f"killed {pid} (the llmos program running it, OS pid {owner}, stops it)")
+        click.echo(str(builtins.kill(_fs(state), pid)))
 
 
 @click.command("log")
@@ -338,12 +322,9 @@ def kill_command(state, pids: tuple[int, ...]) -> None:
 @click.pass_obj
 def log_command(state, pid: int | None, limit: int | None, as_json: bool) -> None:
     """The syscall audit log: every call the model made, its arguments, status and result."""
-    fs = _fs(state)
-    if pid is not None:
-        fs.get_process(pid)
-    rows = fs.syscalls(pid=pid, limit=limit)
+    rows = builtins.log(_fs(state), pid=pid, limit=limit)
     if as_json:
-        _echo_lines(rows)
+        echo_lines(rows)
         return
     for row in rows:
         arguments = json.dumps(row["arguments"], ensure_ascii=False)

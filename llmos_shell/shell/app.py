@@ -26,7 +26,7 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import DummyInput
 from prompt_toolkit.output import DummyOutput
 
-from llmos_shell import __version__
+from llmos_shell import __version__, builtins
 from llmos_shell.errors import Denied, LlmosError, UsageError
 from llmos_shell.fs.paths import ROOT, normalise
 from llmos_shell.fs.versions import acting
@@ -336,10 +336,9 @@ class Shell:
         events = worker.events()
         confirm = events.approve  # asked on the main thread, as the kernel's approvals are
         try:
-            result = worker.run(lambda: self.system.call(name, arguments, approve=self.kernel.approve,
-                                                         confirm=confirm, pid=self.process.pid,
-                                                         cancel=worker.cancel, by_user=True,
-                                                         progress=functools.partial(events.progress, name)))
+            result = worker.run(lambda: builtins.call(self.system, name, arguments, approve=self.kernel.approve,
+                                                      confirm=confirm, pid=self.process.pid, cancel=worker.cancel,
+                                                      progress=functools.partial(events.progress, name)))
         except Denied as error:
             self.console.warning(f"denied: {error}")
             return None

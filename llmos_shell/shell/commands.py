@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from llmos_shell import builtins
 from llmos_shell.errors import UsageError
 from llmos_shell.format import human_size, when
 from llmos_shell.shell.console import short
@@ -245,11 +246,9 @@ def ls_command(shell: "Shell", args: list[str]) -> None:
     """
     options, paths = flags(args, "la")
     out = shell.console
-    targets = paths or [shell.cwd]
-    for index, target in enumerate(targets):
-        path = shell.path(target)
-        entries = shell.fs.ls(path)
-        if len(targets) > 1:
+    several = len(paths) > 1
+    for index, (path, entries) in enumerate(builtins.ls(shell.fs, paths, shell.cwd)):
+        if several:
             out.line(f"{path}:", "heading")
         if options.get("l"):
             out.table([[human_size(e["size"]) if e["kind"] == "file" else "-", e["mime"] or "-",
@@ -257,7 +256,7 @@ def ls_command(shell: "Shell", args: list[str]) -> None:
         elif entries:
             names = [e["name"] + ("/" if e["kind"] == "dir" else "") for e in entries]
             out.line("  ".join(shlex.quote(n) if " " in n else n for n in names))
-        if len(targets) > 1 and index < len(targets) - 1:
+        if several and index < len(paths) - 1:
             out.line()
 
 
@@ -265,9 +264,7 @@ def ls_command(shell: "Shell", args: list[str]) -> None:
 def cat_command(shell: "Shell", args: list[str]) -> None:
     """Print text files."""
     need(args, 1, None, "cat PATH...")
-    for target in args:
-        path = shell.path(target)
-        text = shell.fs.read_text(path)
+    for text in builtins.cat(shell.fs, args, shell.cwd, text=True):
         shell.console.write(text)
         shell.console.end_line()
 
@@ -338,8 +335,7 @@ def rm_command(shell: "Shell", args: list[str]) -> None:
     """Remove files; -r also removes directories with everything in them."""
     options, paths = flags(args, "rf")
     need(paths, 1, None, "rm [-r] PATH...")
-    for target in paths:
-        shell.fs.rm(shell.path(target), recursive=bool(options.get("r")))
+    builtins.rm(shell.fs, paths, shell.cwd, recursive=bool(options.get("r")))
 
 
 @command("undo", group="files")
@@ -368,15 +364,14 @@ def mkdir_command(shell: "Shell", args: list[str]) -> None:
     """Create directories, with their parents (like mkdir -p)."""
     _, paths = flags(args, "p")
     need(paths, 1, None, "mkdir PATH...")
-    for target in paths:
-        shell.fs.mkdir(shell.path(target), parents=True)
+    builtins.mkdir(shell.fs, paths, shell.cwd, parents=True)
 
 
 @command("mv", "SOURCE DEST", complete=("path",), group="files")
 def mv_command(shell: "Shell", args: list[str]) -> None:
     """Move or rename a file or directory (into DEST if it is a directory)."""
     need(args, 2, 2, "mv SOURCE DEST")
-    shell.fs.mv(shell.path(args[0]), shell.path(args[1]))
+    builtins.mv(shell.fs, *args, cwd=shell.cwd)
 
 
 @command("cp", "SOURCE DEST", complete=("path",), group="files")
@@ -384,15 +379,14 @@ def cp_command(shell: "Shell", args: list[str]) -> None:
     """Copy a file, or a directory with everything in it (into DEST if it is a directory)."""
     _, paths = flags(args, "r")
     need(paths, 2, 2, "cp SOURCE DEST")
-    shell.fs.cp(shell.path(paths[0]), shell.path(paths[1]))
+    builtins.cp(shell.fs, *paths, cwd=shell.cwd)
 
 
 @command("find", "PATTERN [PATH]", complete=("none", "dir"), group="files")
 def find_command(shell: "Shell", args: list[str]) -> None:
     """Find files and directories whose name matches a glob (`find '*.txt'`, `find 'notes/**/*.md'`)."""
     need(args, 1, 2, "find PATTERN [PATH]")
-    base = shell.path(args[1]) if len(args) > 1 else shell.cwd
-    for entry in shell.fs.find(args[0], path=base):
+    for entry in builtins.find(shell.fs, *args, cwd=shell.cwd):
         shell.console.line(entry["path"] + ("/" if entry["kind"] == "dir" else ""))
 
 
@@ -404,9 +398,8 @@ def grep_command(shell: "Shell", args: list[str]) -> None:
     """
     options, rest = flags(args, "Eei")
     need(rest, 1, 2, "grep [-E] [-i] PATTERN [PATH]")
-    base = shell.path(rest[1]) if len(rest) > 1 else shell.cwd
     regex = bool(options.get("E") or options.get("e"))
-    for hit in shell.fs.grep(rest[0], regex=regex, path=base, ignore_case=bool(options.get("i"))):
+    for hit in builtins.grep(shell.fs, *rest, cwd=shell.cwd, regex=regex, ignore_case=bool(options.get("i"))):
         shell.console.line(f"{hit['path']}:{hit['line']}: {hit['text']}")
 
 
@@ -433,6 +426,9 @@ def export_command(shell: "Shell", args: list[str]) -> None:
 
 # --- processes, syscalls, drivers, models -----------------------------------------------------
 
+PS_LAST = 20   # processes `ps` lists without -a
+
+
 @command("ps", "[-a]", group="system")
 def show_processes(shell: "Shell", args: list[str]) -> None:
     """List processes (conversations, tasks, background requests) and what they hold.
@@ -442,10 +438,8 @@ def show_processes(shell: "Shell", args: list[str]) -> None:
     (on the CPU or in a snapshot). -a: all, not just the last 20.
     """
     options, _ = flags(args, "a")
-    rows = list(shell.fs.processes())
-    if not options.get("a"):
-        rows = rows[-20:]
     table = []
+    rows = builtins.ps(shell.fs, last=None if options.get("a") else PS_LAST)
     for row in rows:
         mark = "*" if row.get("pid") == shell.process.pid else ""
         tokens, kv = row.get("context_tokens"), row.get("kv_bytes")
@@ -536,18 +530,13 @@ def kill_command(shell: "Shell", args: list[str]) -> None:
                 raise UsageError(f"not a pid: {word}") from None
         if pid == shell.process.pid:
             raise UsageError(f"pid {pid} is this shell's conversation: use `reset` or `exit`")
-        outcome = shell.queue.kill(pid)
-        if outcome == "stopping":
-            job = shell.queue.job_of(pid) or next((j for j, _ in shell.background.values() if j.pid == pid), None)
-            if job is not None and not job.finished.wait(KILL_WAIT):
-                shell.console.warning(f"{pid} is still stopping (its current step has not ended)")
-                continue
-            shell.console.muted(f"killed {pid}")
-        elif outcome == "dequeued":
-            shell.console.muted(f"killed {pid} (it had not started)")
-        else:
-            owner = shell.fs.kill_process(pid)
-            shell.console.muted(f"killed {pid} (the llmos program running it, OS pid {owner}, stops it)")
+        # its job, looked up first: once it has stopped, the queue forgets it
+        job = shell.queue.job_of(pid) or next((j for j, _ in shell.background.values() if j.pid == pid), None)
+        killed = builtins.kill(shell.fs, pid, shell.queue)
+        if killed.how == "stopping" and job is not None and not job.finished.wait(KILL_WAIT):
+            shell.console.warning(f"{pid} is still stopping (its current step has not ended)")
+            continue
+        shell.console.muted(str(killed))
 
 
 @command("log", "[-n N] [--pid PID]", group="system")
@@ -562,7 +551,7 @@ def show_audit_log(shell: "Shell", args: list[str]) -> None:
         pid = int(options["pid"]) if options.get("pid") is not None else None
     except ValueError:
         raise UsageError("usage: log [-n N] [--pid PID]") from None
-    rows = shell.fs.syscalls(pid=pid, limit=count)
+    rows = builtins.log(shell.fs, pid=pid, limit=count)
     table = []
     for row in rows:
         outcome = row.get("error") if row.get("status") != "ok" else row.get("result")
@@ -587,32 +576,25 @@ def short_json(value: Any, limit: int = 80) -> str:
 def show_drivers(shell: "Shell", args: list[str]) -> None:
     """Every driver and its syscalls: ok (with its backend), unavailable (why) or broken (the error)."""
     need(args, 0, 0, "drivers  (to ask the model: ask drivers ...)")
-    from llmos_shell.drivers import driver_report
-
-    kinds = {"ok": "ok", "unavailable": "warning", "broken": "error"}
-    for row in driver_report(shell.system):
-        detail = row.get("backend") if row["status"] == "ok" else row.get("detail")
-        shell.console.write(f"{row['driver']:<12} ")
-        shell.console.write(f"{row['status']:<12}", kinds.get(row["status"]))
-        shell.console.write(f" {detail or ''}".rstrip() + "\n")
-        if row["syscalls"]:
-            shell.console.line(f"{'':<12}  syscalls: {', '.join(row['syscalls'])}", "muted")
+    for pieces in builtins.driver_lines(builtins.drivers(shell.system)):
+        for text, kind in pieces:
+            shell.console.write(text, kind)
+        shell.console.write("\n")
 
 
 @command("models", group="model")
 def models_command(shell: "Shell", args: list[str]) -> None:
     """The known models: installed or not; * marks the one in use. `model NAME` switches."""
     need(args, 0, 0, "models  (to ask the model: ask models ...)")
-    from llmos_shell.cpu.models import list_models
-
     current = shell.system.config.model
+    known = builtins.models(shell.system.config)
     rows = []
-    for row in list_models(shell.system.config):
+    for row in known:
         mark = "*" if row["name"] == current else " "
         rows.append([f"{mark} {row['name']}", row["status"], f"{row['size_mb']:.0f} MB", f"ctx {row['context']}",
                      row["license"]])
     shell.console.table(rows)
-    if current not in {r["name"] for r in list_models(shell.system.config)}:
+    if current not in {r["name"] for r in known}:
         shell.console.line(f"* {current}")
 
 
@@ -671,9 +653,4 @@ def call_by_hand(shell: "Shell", text: str) -> None:
     name, _, rest = text.strip().partition(" ")
     if not name:
         raise UsageError("usage: call SYSCALL [JSON]  (`drivers` lists the syscalls)")
-    rest = rest.strip() or "{}"
-    try:
-        arguments = json.loads(rest)
-    except json.JSONDecodeError as error:
-        raise UsageError(f"arguments are not valid JSON: {error.msg} at column {error.colno}") from None
-    shell.call_syscall(name, arguments)
+    shell.call_syscall(name, builtins.json_arguments(rest.strip() or "{}"))
