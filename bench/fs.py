@@ -119,9 +119,12 @@ def bench_file_writes(directory: Path, n_single: int, n_batch: int, rng: random.
     started = time.perf_counter()
     conn.execute("BEGIN")
     for i, (path, text) in enumerate(payloads):
-        conn.execute("INSERT INTO files (path, parent, name, kind, content, is_text, mime, size, sha256, created, "
-                     "modified) VALUES (?, 1, ?, 'file', ?, 1, 'text/plain', ?, '', ?, ?)",
-                     (f"/f{i}", f"f{i}", text.encode(), len(text), time.time(), time.time()))
+        digest = f"{i:064x}"   # the schema's work, not hashing: content goes to blobs, the row names it
+        conn.execute("INSERT INTO blobs (sha256, size, content, live, kept) VALUES (?, ?, ?, 1, 0)",
+                     (digest, len(text), text.encode()))
+        conn.execute("INSERT INTO files (path, parent, name, kind, is_text, mime, size, sha256, created, "
+                     "modified) VALUES (?, 1, ?, 'file', 1, 'text/plain', ?, ?, ?, ?)",
+                     (f"/f{i}", f"f{i}", len(text), digest, time.time(), time.time()))
     conn.execute("COMMIT")
     results["raw_sqlite_same_schema_per_s"] = n_batch / (time.perf_counter() - started)
     results["batched_vs_raw_same_schema"] = results["batched_per_s"] / results["raw_sqlite_same_schema_per_s"]
