@@ -318,6 +318,13 @@ def check_run(steps, budget_bytes: int | None) -> None:
             fs = system.fs
             for path, current in model.now.items():
                 assert fs.read(path) == current
+            # the search index still matches the files' text (FTS5 checks it against file_texts)
+            fs.conn.execute("INSERT INTO files_fts (files_fts, rank) VALUES ('integrity-check', 1)")
+            # each blob counts exactly the files and versions that hold it
+            assert fs.conn.execute(
+                "SELECT count(*) FROM blobs b WHERE live != (SELECT count(*) FROM files WHERE sha256 = b.sha256) "
+                "OR kept != (SELECT count(*) FROM versions WHERE sha256 = b.sha256) OR live + kept = 0"
+            ).fetchone()[0] == 0
             for path, history in model.history.items():
                 kept = contents(fs, path)
                 if budget_bytes is None:
