@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
@@ -81,6 +82,42 @@ def test_upgrade_from_an_older_schema(tmp_path):
         assert fs.grep("past")[0]["path"] == "/old.txt"
         assert fs.create_process("new") == 1
     assert [name for name, _ in applied(path)] == mig.known()
+
+
+def test_upgrade_moves_content_into_blobs_with_versions_and_search_intact(tmp_path):
+    """A database of the schema before content blobs (m011), with files and kept versions."""
+    path = tmp_path / "llmos.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn, execute_plugins=False)
+    mig.helper().apply(db, stop_before="m012_content_blobs")
+    conn.execute("PRAGMA user_version = 11")
+    # what llmos wrote at that schema: content in `files`, old content in `blobs` (refs), a version
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    for name, data, is_text in (("a.txt", b"second words", 1), ("b.txt", b"second words", 1),
+                                ("c.bin", b"\x00\x01", 0)):
+        conn.execute("INSERT INTO files (path, parent, name, kind, content, is_text, mime, size, sha256, created, "
+                     "modified) VALUES (?, 1, ?, 'file', ?, ?, 'text/plain', ?, ?, 0, 0)",
+                     ("/" + name, name, data, is_text, len(data), sha(data)))
+    conn.execute("INSERT INTO blobs (sha256, size, content, refs) VALUES (?, 11, ?, 1)",
+                 (sha(b"first words"), b"first words"))
+    conn.execute("INSERT INTO versions (path, sha256, size, mime, change, created) "
+                 "VALUES ('/a.txt', ?, 11, 'text/plain', 'write', 0)", (sha(b"first words"),))
+    conn.close()
+    with Filesystem.open(path) as fs:
+        assert fs.schema_version() == mig.schema_version()
+        assert fs.read_text("/a.txt") == fs.read_text("/b.txt") == "second words"
+        assert fs.read("/c.bin") == b"\x00\x01"
+        assert [r["path"] for r in fs.grep("second")] == ["/a.txt", "/b.txt"] and fs.grep("first") == []
+        assert fs.version_content("/a.txt") == b"first words"
+        assert fs.versions_usage()["bytes"] == len("first words")
+        live = dict(fs.conn.execute("SELECT CAST(content AS TEXT), live FROM blobs").fetchall())
+        assert live == {"first words": 0, "second words": 2, "\x00\x01": 1}
+        fs.restore("/a.txt")
+        assert fs.read_text("/a.txt") == "first words" and fs.grep("first")[0]["path"] == "/a.txt"
 
 
 def test_a_failing_migration_changes_nothing(tmp_path, monkeypatch):

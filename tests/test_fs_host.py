@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 
 import pytest
@@ -141,9 +143,12 @@ def victim(tmp_path):
 def tamper(fs, path: str, name: str, kind: str = "file", content: bytes = b"evil") -> None:
     """Insert a row directly, as a hand-edited or hostile database could hold."""
     parent_id = fs.conn.execute("SELECT id FROM files WHERE path = '/'").fetchone()[0]
+    digest = hashlib.sha256(content).hexdigest()
+    fs.conn.execute("INSERT OR IGNORE INTO blobs (sha256, size, content, live, kept) VALUES (?, ?, ?, 1, 0)",
+                    (digest, len(content), content))
     fs.conn.execute(
-        "INSERT INTO files (path, parent, name, kind, content, is_text, mime, size, created, modified) "
-        "VALUES (?, ?, ?, ?, ?, 1, 'text/plain', ?, 0, 0)", (path, parent_id, name, kind, content, len(content)))
+        "INSERT INTO files (path, parent, name, kind, is_text, mime, size, sha256, created, modified) "
+        "VALUES (?, ?, ?, ?, 1, 'text/plain', ?, ?, 0, 0)", (path, parent_id, name, kind, len(content), digest))
 
 
 @pytest.mark.parametrize("evil_path", [

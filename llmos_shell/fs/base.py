@@ -107,6 +107,7 @@ class Store:
         self._closed = False
         self._savepoints = itertools.count()
         self._budget_due = False   # see _before_commit
+        self._usage_delta = 0      # bytes the versions' budget gained in this transaction, not written yet
 
     def _before_commit(self) -> None:
         """Called inside the outermost transaction just before it commits (the versions' budget)."""
@@ -205,9 +206,11 @@ class Store:
             if conn.in_transaction:
                 name = f"llmos_{next(self._savepoints)}"
                 conn.execute(f"SAVEPOINT {name}")
+                usage_delta = self._usage_delta
                 try:
                     yield self
                 except BaseException:
+                    self._usage_delta = usage_delta
                     if conn.in_transaction:
                         conn.execute(f"ROLLBACK TO {name}")
                         conn.execute(f"RELEASE {name}")
@@ -221,7 +224,7 @@ class Store:
             try:
                 yield self
             except BaseException:
-                self._budget_due = False
+                self._budget_due, self._usage_delta = False, 0
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
@@ -229,6 +232,7 @@ class Store:
                 self._before_commit()
                 conn.execute("COMMIT")
             except sqlite3.Error as error:
+                self._budget_due, self._usage_delta = False, 0
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise translate_error(error, self.where) from error

@@ -135,7 +135,8 @@ class FilesMixin(VersionsMixin):
 
     def _file_row(self, path: str) -> Any:
         """The row of the file at ``path`` (normalised), with its content; FsError for none or a directory."""
-        row = self._one("SELECT kind, is_text, mime, size, content FROM files WHERE path = ?", (path,))
+        row = self._one("SELECT f.kind, f.is_text, f.mime, f.size, b.content FROM files f "
+                        "LEFT JOIN blobs b ON b.sha256 = f.sha256 WHERE f.path = ?", (path,))
         if row is None:
             raise FsError(f"no such file: {path}")
         if row["kind"] == "dir":
@@ -233,8 +234,8 @@ class FilesMixin(VersionsMixin):
     def _grep_words(self, pattern: str, base: str, limit: int | None) -> Iterator[dict[str, Any]]:
         query = fts_query(pattern)
         cursor = self.conn.execute(
-            "SELECT f.path, f.text, highlight(files_fts, 0, char(1), char(2)) AS marked "
-            "FROM files_fts JOIN files f ON f.id = files_fts.rowid "
+            "SELECT f.path, CAST(b.content AS TEXT), highlight(files_fts, 0, char(1), char(2)) AS marked "
+            "FROM files_fts JOIN files f ON f.id = files_fts.rowid JOIN blobs b ON b.sha256 = f.sha256 "
             f"WHERE files_fts MATCH ? AND {_SUBTREE.replace('path', 'f.path')} ORDER BY f.path",
             (query, *_subtree_params(base)))
         count = 0
@@ -254,7 +255,8 @@ class FilesMixin(VersionsMixin):
         except re.error as error:
             raise UsageError(f"bad regular expression {pattern!r}: {error}") from None
         cursor = self.conn.execute(
-            f"SELECT path, text FROM files WHERE kind = 'file' AND is_text = 1 AND {_SUBTREE} ORDER BY path",
+            "SELECT f.path, CAST(b.content AS TEXT) FROM files f JOIN blobs b ON b.sha256 = f.sha256 "
+            f"WHERE f.kind = 'file' AND f.is_text = 1 AND {_SUBTREE.replace('path', 'f.path')} ORDER BY f.path",
             _subtree_params(base))
         count = 0
         for file_path, text in cursor.fetchall():
@@ -289,7 +291,8 @@ class FilesMixin(VersionsMixin):
         parent_path = parent(path)
         with self._atomic():  # every check below comes before the first change
             found = {r["path"]: r for r in self._all(
-                "SELECT id, path, kind, mime, created FROM files WHERE path IN (?, ?)", (path, parent_path))}
+                "SELECT id, path, kind, mime, size, sha256, created FROM files WHERE path IN (?, ?)",
+                (path, parent_path))}
             row, parent_row = found.get(path), found.get(parent_path)
             if row is not None and row["kind"] == "dir":
                 raise FsError(f"is a directory: {path}")
@@ -298,7 +301,7 @@ class FilesMixin(VersionsMixin):
             if parent_row is None and not parents:
                 raise FsError(f"no such directory: {parent_path}")
             if append and row is not None:
-                raw = bytes(self._value("SELECT content FROM files WHERE id = ?", (row["id"],)) or b"") + raw
+                raw = bytes(self._value("SELECT content FROM blobs WHERE sha256 = ?", (row["sha256"],)) or b"") + raw
                 mime = mime or row["mime"]
             if len(raw) > MAX_FILE_BYTES:
                 raise FsError(f"file too large: {path} ({len(raw)} bytes; the limit is {MAX_FILE_BYTES})")
@@ -306,20 +309,23 @@ class FilesMixin(VersionsMixin):
             kind_mime, is_text = mimes.classify(name, raw, mime)
             digest = hashlib.sha256(raw).hexdigest()
             now = time.time()
+            if row is None or row["sha256"] != digest:
+                self._hold(digest, raw)
             if row is None:
                 parent_id = parent_row["id"] if parent_row is not None else self._ensure_dir(parent_path, parents)
                 self.conn.execute(
-                    "INSERT INTO files (path, parent, name, kind, content, is_text, mime, size, sha256, created, modified)"
-                    " VALUES (?, ?, ?, 'file', ?, ?, ?, ?, ?, ?, ?)",
-                    (path, parent_id, name, raw, int(is_text), kind_mime, len(raw), digest, now, now))
+                    "INSERT INTO files (path, parent, name, kind, is_text, mime, size, sha256, created, modified)"
+                    " VALUES (?, ?, ?, 'file', ?, ?, ?, ?, ?, ?)",
+                    (path, parent_id, name, int(is_text), kind_mime, len(raw), digest, now, now))
                 created = now
                 self._created([path], change)
             else:
-                # the content it replaces is kept (an unchanged file has nothing to keep)
-                self._keep("id = ? AND sha256 IS NOT ?", (row["id"], digest), change)
                 self.conn.execute(
-                    "UPDATE files SET content = ?, is_text = ?, mime = ?, size = ?, sha256 = ?, modified = ? WHERE id = ?",
-                    (raw, int(is_text), kind_mime, len(raw), digest, now, row["id"]))
+                    "UPDATE files SET is_text = ?, mime = ?, size = ?, sha256 = ?, modified = ? WHERE id = ?",
+                    (int(is_text), kind_mime, len(raw), digest, now, row["id"]))
+                if row["sha256"] != digest:   # the content it replaces is kept (after the update: the
+                    # index drops the old text, read from its blob)
+                    self._keep([(path, row["sha256"], row["size"], row["mime"])], change)
                 created = row["created"]
         return {"path": path, "name": name, "kind": "file", "size": len(raw), "mime": kind_mime,
                 "text": is_text, "sha256": digest, "created": created, "modified": now}
@@ -361,8 +367,9 @@ class FilesMixin(VersionsMixin):
                     raise FsError(f"directory not empty: {path} (remove it recursively)")
             params = _subtree_params(path)
             count = self._value(f"SELECT count(*) FROM files WHERE {_SUBTREE}", params)
-            self._keep(_SUBTREE, params, change)
+            leaving = self._leaving(_SUBTREE, params)
             self.conn.execute(f"DELETE FROM files WHERE {_SUBTREE}", params)
+            self._keep(leaving, change)
             return count
 
     def _destination(self, source: dict[str, Any], dst: str) -> tuple[str, dict[str, Any] | None]:
@@ -393,10 +400,11 @@ class FilesMixin(VersionsMixin):
                 return stat_of(source)
             parent_id = self._ensure_dir(parent(dst), parents=False)
             # kept: what was at the source paths, and a file the move replaces; noted: the paths it fills
-            self._keep(_SUBTREE, _subtree_params(src), "move")
+            self._keep(self._leaving(_SUBTREE, _subtree_params(src)), "move", released=False)
             if target is not None:
-                self._keep("id = ?", (target["id"],), "move")
+                replaced = self._leaving("id = ?", (target["id"],))
                 self.conn.execute("DELETE FROM files WHERE id = ?", (target["id"],))
+                self._keep(replaced, "move")
             self.conn.execute("UPDATE files SET path = ?, name = ?, parent = ? WHERE id = ?",
                               (dst, basename(dst), parent_id, source["id"]))
             if source["kind"] == "dir":
@@ -426,11 +434,14 @@ class FilesMixin(VersionsMixin):
             parent_id = self._ensure_dir(parent(dst), parents=False)
             now = time.time()
             if target is not None:  # a file over a file
-                self._keep("id = ? AND sha256 IS NOT ?", (target["id"], source["sha256"]), "copy")
+                replaced = self._leaving("id = ? AND sha256 IS NOT ?", (target["id"], source["sha256"]))
+                if replaced:
+                    self._hold_again(source["sha256"])
                 self.conn.execute(
-                    "UPDATE files SET (content, is_text, mime, size, sha256, modified) = "
-                    "(SELECT content, is_text, mime, size, sha256, ? FROM files WHERE id = ?) WHERE id = ?",
+                    "UPDATE files SET (is_text, mime, size, sha256, modified) = "
+                    "(SELECT is_text, mime, size, sha256, ? FROM files WHERE id = ?) WHERE id = ?",
                     (now, source["id"], target["id"]))
+                self._keep(replaced, "copy")   # the content it replaced (none when it was the same)
                 return stat_of(self._require(dst))
             new_ids = {source["id"]: self._copy_row(source["id"], dst, parent_id, now)}
             if source["kind"] == "dir":
@@ -444,10 +455,13 @@ class FilesMixin(VersionsMixin):
             return stat_of(self._require(dst))
 
     def _copy_row(self, file_id: int, path: str, parent_id: int, now: float) -> int:
+        """A copy of one row: a file's copy holds the same blob (no bytes are copied)."""
         cursor = self.conn.execute(
-            "INSERT INTO files (path, parent, name, kind, content, is_text, mime, size, sha256, created, modified) "
-            "SELECT ?, ?, ?, kind, content, is_text, mime, size, sha256, ?, ? FROM files WHERE id = ?",
+            "INSERT INTO files (path, parent, name, kind, is_text, mime, size, sha256, created, modified) "
+            "SELECT ?, ?, ?, kind, is_text, mime, size, sha256, ?, ? FROM files WHERE id = ?",
             (path, parent_id, basename(path), now, now, file_id))
+        self.conn.execute("UPDATE blobs SET live = live + 1 WHERE sha256 = "
+                          "(SELECT sha256 FROM files WHERE id = ? AND kind = 'file')", (file_id,))
         return cursor.lastrowid
 
     # --- host bridge --------------------------------------------------------------------

@@ -224,7 +224,8 @@ def _copy_out(fs: "FilesMixin", path: str, host_root: Path, name: str | None,
                 stack.append((parts, _open_dir(parent_fd, parts, host_root)))
                 summary["dirs"] += 1
             else:
-                content = fs._value("SELECT content FROM files WHERE id = ?", (row["id"],)) or b""
+                content = fs._value("SELECT b.content FROM files f JOIN blobs b ON b.sha256 = f.sha256 "
+                                   "WHERE f.id = ?", (row["id"],)) or b""
                 _write_file(parent_fd, parts, bytes(content), row["modified"], host_root, overwrite)
                 summary["files"] += 1
                 summary["bytes"] += len(content)

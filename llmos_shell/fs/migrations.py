@@ -15,6 +15,7 @@ function with the next number; never edit, rename or reorder applied ones.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from typing import TYPE_CHECKING, Callable
@@ -246,6 +247,46 @@ def m011_blob_refs(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE blobs ADD COLUMN refs INTEGER NOT NULL DEFAULT 0")
     db.execute("UPDATE blobs SET refs = (SELECT count(*) FROM versions v WHERE v.sha256 = blobs.sha256)")
     db.execute("DROP INDEX versions_sha256")
+
+
+@migration
+def m012_content_blobs(db: sqlite_utils.Database) -> None:
+    # A file's content moves into `blobs` too: a file row names its content by sha256, and a blob
+    # counts the files holding it (`live`) and the kept versions holding it (`kept`, was `refs`).
+    # An overwrite then copies nothing: the old blob stays where it is and the new version takes
+    # over the file's reference (bench/fs.py, issue 24); `cp` copies no bytes either. The budget
+    # counts the blobs some version holds (kept > 0), in versions_usage, kept by fs/versions.py
+    # (triggers on every blob cost every write). FTS5 now reads text through the view file_texts;
+    # its triggers re-index only when content changes (a rename no longer re-indexes the file).
+    conn = db.conn
+    for file_id, content in conn.execute(
+            "SELECT id, content FROM files WHERE kind = 'file' AND sha256 IS NULL").fetchall():
+        conn.execute("UPDATE files SET sha256 = ?, size = ? WHERE id = ?",
+                     (hashlib.sha256(bytes(content or b"")).hexdigest(), len(content or b""), file_id))
+    db.execute("DROP TRIGGER blobs_added")
+    db.execute("DROP TRIGGER blobs_removed")
+    db.execute("ALTER TABLE blobs RENAME COLUMN refs TO kept")
+    db.execute("ALTER TABLE blobs ADD COLUMN live INTEGER NOT NULL DEFAULT 0")
+    db.execute("INSERT INTO blobs (sha256, size, content, kept, live) "
+               "SELECT sha256, length(coalesce(content, x'')), coalesce(content, x''), 0, count(*) FROM files "
+               "WHERE kind = 'file' GROUP BY sha256 ON CONFLICT (sha256) DO UPDATE SET live = excluded.live")
+    db["files"].disable_fts()
+    db.execute("ALTER TABLE files DROP COLUMN text")
+    db.execute("ALTER TABLE files DROP COLUMN content")
+    db.execute("CREATE VIEW file_texts AS SELECT f.id, CAST(b.content AS TEXT) AS text "
+               "FROM files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.is_text = 1")
+    db.execute(f"CREATE VIRTUAL TABLE files_fts USING fts5(text, content='file_texts', content_rowid='id', "
+               f"tokenize='{FTS_TOKENIZER}')")
+    text_of = "SELECT {row}.id, CAST(content AS TEXT) FROM blobs WHERE sha256 = {row}.sha256 AND {row}.is_text = 1"
+    db.execute("CREATE TRIGGER files_ai AFTER INSERT ON files BEGIN "
+               f"INSERT INTO files_fts (rowid, text) {text_of.format(row='new')}; END")
+    db.execute("CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN "
+               f"INSERT INTO files_fts (files_fts, rowid, text) SELECT 'delete', * FROM ({text_of.format(row='old')}); END")
+    db.execute("CREATE TRIGGER files_au AFTER UPDATE OF sha256, is_text ON files BEGIN "
+               f"INSERT INTO files_fts (files_fts, rowid, text) SELECT 'delete', * FROM ({text_of.format(row='old')}); "
+               f"INSERT INTO files_fts (rowid, text) {text_of.format(row='new')}; END")
+    db.execute("INSERT INTO files_fts (files_fts) VALUES ('rebuild')")
+    db.execute("UPDATE versions_usage SET bytes = (SELECT total(size) FROM blobs WHERE kept > 0) WHERE id = 1")
 
 
 def known() -> list[str]:

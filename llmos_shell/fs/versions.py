@@ -6,15 +6,18 @@ write, an append, a delete, ``rm -r``, and ``mv``/``cp`` over a file all keep
 the previous content, whoever asks (a syscall, a shell command, ``llmos fs``,
 MCP, serve), and a crash loses neither the old version nor the new.
 
-A version is the state of one path just before one change: its content (a row
-of ``blobs``, stored once per sha256), or no content when the change created
-the file. Each records who made the change: the process (pid) and the request,
+Content lives in ``blobs``, once per sha256, for files and versions alike: a
+blob counts the files that hold it (``live``) and the versions (``kept``). A
+version is the state of one path just before one change: the sha256 of its
+content, or none when the change created the file. So an overwrite copies
+nothing: the old blob stays, held by the new version instead of the file. Each records who made the change: the process (pid) and the request,
 an id shared by every change one request makes (a shell line, a task's turn,
 one ``llmos fs`` command), set with :func:`acting`. That is what :meth:`undo`
 reverts.
 
-The blobs live within a byte budget (``LLMOS_VERSIONS_MB``, 256 by default):
-after each change that adds one, the oldest versions go until the blobs fit.
+The blobs versions keep live within a byte budget (``LLMOS_VERSIONS_MB``, 256
+by default; ``versions_usage`` counts them): after each change that keeps one,
+the oldest versions go until they fit.
 A budget of 0 keeps no versions at all.
 """
 
@@ -77,30 +80,57 @@ class VersionsMixin(Store):
     #: Most bytes the old versions' content may take; 0 keeps none. Set by :meth:`Store.open`.
     versions_bytes: int = int(DEFAULT_VERSIONS_MB * MEGABYTE)
 
-    # --- kept by every change (called inside the change's transaction) --------------------
+    # --- content and the versions that keep it (called inside each change's transaction) ------
 
-    def _keep(self, where: str, params: Iterable[Any], change: str) -> None:
-        """Keep the content of the files matching ``where`` (a condition on ``files``), about to be
-        replaced or removed by ``change``: its content to ``blobs`` (once per sha256, counting the
-        versions that hold it), a row to ``versions``. The budget is checked once, before the
-        transaction commits, so a batch of writes pays for it once."""
-        if not self.versions_bytes:
+    def _hold(self, digest: str, raw: bytes) -> None:
+        """A file now holds ``raw``: its blob (stored once per sha256) counts one more live file."""
+        self.conn.execute("INSERT INTO blobs (sha256, size, content, live, kept) VALUES (?, ?, ?, 1, 0) "
+                          "ON CONFLICT (sha256) DO UPDATE SET live = live + 1", (digest, len(raw), raw))
+
+    def _hold_again(self, digest: str) -> None:
+        """One more file holds content already stored (a copy: no bytes move)."""
+        self.conn.execute("UPDATE blobs SET live = live + 1 WHERE sha256 = ?", (digest,))
+
+    def _leaving(self, where: str, params: Iterable[Any]) -> list[tuple]:
+        """(path, sha256, size, mime) of the files matching ``where`` (a condition on ``files``)."""
+        return self.conn.execute(f"SELECT path, sha256, size, mime FROM files WHERE kind = 'file' AND {where}",
+                                 tuple(params)).fetchall()
+
+    def _keep(self, files: list[tuple], change: str, *, released: bool = True) -> None:
+        """``files`` ((path, sha256, size, mime) rows) lose their content to ``change``: each becomes a
+        version of its path, and its blob moves from the live count to the kept one, so nothing is
+        copied. With ``released=False`` the content stays live elsewhere (a move: only the old path
+        gets a version). With no budget (versions off) a blob no one holds any more is deleted.
+        The budget is checked once, before the transaction commits, so a batch pays for it once."""
+        if not files:
             return
-        params = tuple(params)
-        actor = _ACTOR.get()
-        self.conn.execute(
-            "INSERT INTO blobs (sha256, size, content, refs) SELECT sha256, size, content, 1 FROM files "
-            f"WHERE kind = 'file' AND sha256 IS NOT NULL AND {where} "
-            "ON CONFLICT (sha256) DO UPDATE SET refs = refs + 1", params)
-        kept = self.conn.execute(
-            "INSERT INTO versions (path, sha256, size, mime, change, pid, request, created) "
-            f"SELECT path, sha256, size, mime, ?, ?, ?, ? FROM files WHERE kind = 'file' AND {where}",
-            (change, actor and actor.pid, actor and actor.request, time.time(), *params))
-        if kept.rowcount:
+        keep = 1 if self.versions_bytes else 0
+        if keep:
+            actor = _ACTOR.get()
+            now = time.time()
+            self.conn.executemany(
+                "INSERT INTO versions (path, sha256, size, mime, change, pid, request, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(path, digest, size, mime, change, actor and actor.pid, actor and actor.request, now)
+                 for path, digest, size, mime in files])
             self._budget_due = True
+        elif not released:
+            return
+        for _path, digest, _size, _mime in files:
+            live, kept, size = self.conn.execute(
+                "UPDATE blobs SET live = live - ?, kept = kept + ? WHERE sha256 = ? RETURNING live, kept, size",
+                (1 if released else 0, keep, digest)).fetchone()
+            if keep and kept == 1:
+                self._usage_delta += size       # a blob the budget now counts
+            elif not live and not kept:
+                self.conn.execute("DELETE FROM blobs WHERE sha256 = ?", (digest,))
 
     def _before_commit(self) -> None:
-        """Within the budget before the transaction that added content commits (once per batch)."""
+        """The kept bytes written down, and within the budget, before the transaction commits (once
+        per batch)."""
+        if self._usage_delta:
+            self.conn.execute("UPDATE versions_usage SET bytes = bytes + ? WHERE id = 1", (self._usage_delta,))
+            self._usage_delta = 0
         if self._budget_due:
             self._budget_due = False
             self._within_budget()
@@ -118,7 +148,7 @@ class VersionsMixin(Store):
             [(path, change, actor.pid, actor.request, now) for path in paths])
 
     def _within_budget(self) -> None:
-        """Drop the oldest versions until their content fits the budget (never over it)."""
+        """Drop the oldest versions until the content they keep fits the budget (never over it)."""
         used = self._value("SELECT bytes FROM versions_usage WHERE id = 1") or 0
         if used <= self.versions_bytes:
             return
@@ -132,12 +162,17 @@ class VersionsMixin(Store):
             for row in rows:
                 last_id = row["id"]
                 self.conn.execute("DELETE FROM versions WHERE id = ?", (row["id"],))
-                self.conn.execute("UPDATE blobs SET refs = refs - 1 WHERE sha256 = ?", (row["sha256"],))
-                self.conn.execute("DELETE FROM blobs WHERE sha256 = ? AND refs <= 0", (row["sha256"],))
+                live, kept, size = self.conn.execute(
+                    "UPDATE blobs SET kept = kept - 1 WHERE sha256 = ? RETURNING live, kept, size",
+                    (row["sha256"],)).fetchone()
+                if not kept:
+                    used -= size
+                    if not live:
+                        self.conn.execute("DELETE FROM blobs WHERE sha256 = ?", (row["sha256"],))
                 dropped += 1
-                used = self._value("SELECT bytes FROM versions_usage WHERE id = 1") or 0
                 if used <= self.versions_bytes:
                     break
+        self.conn.execute("UPDATE versions_usage SET bytes = ? WHERE id = 1", (used,))
         # what older requests created cannot be undone whole any more: those notes go too
         self.conn.execute("DELETE FROM versions WHERE sha256 IS NULL AND id < ?", (last_id,))
         log.info("versions over budget (%d bytes): dropped the %d oldest", self.versions_bytes, dropped)
@@ -173,7 +208,7 @@ class VersionsMixin(Store):
     @op
     def versions_usage(self) -> dict[str, int]:
         """``bytes`` the kept content takes, ``budget``, ``versions`` kept (with content)."""
-        return {"bytes": self._value("SELECT bytes FROM versions_usage WHERE id = 1") or 0,
+        return {"bytes": (self._value("SELECT bytes FROM versions_usage WHERE id = 1") or 0) + self._usage_delta,
                 "budget": self.versions_bytes,
                 "versions": self._value("SELECT count(*) FROM versions WHERE sha256 IS NOT NULL")}
 
