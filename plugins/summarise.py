@@ -461,15 +461,16 @@ def summarise(text: str | None = None, path: str | None = None,
                 raise
             notes.append(f"no model could load ({error}); extractive summary instead")
         else:
-            return {**result, **_with_cpu(text, cpu, length, ctx, notes)}
+            result.update(_with_cpu(text, cpu, length, ctx, notes))
+    if "summary" not in result:
+        result.update(summary=summarise_textrank(text, LENGTHS[length][0]), backend="textrank")
     if notes:
         result["note"] = "; ".join(notes)
-    sentences = LENGTHS[length][0]
-    return {**result, "summary": summarise_textrank(text, sentences), "backend": "textrank"}
+    return result
 
 
 def _with_cpu(text: str, cpu: Any, length: str, ctx, notes: list[str]) -> dict[str, Any]:
-    """The model's summary: the whole text if one call reads it; else, unless the user asked to read
+    """(Adds to ``notes`` what the user should know.) The model's summary: the whole text if one call reads it; else, unless the user asked to read
     every word (``LLMOS_SUMMARISE_LONG=map-reduce``), its most salient sentences; else map-reduce."""
     steps = _Steps(ctx)
     job = _MapReduce(cpu, length, ctx.cancel if ctx is not None else None, steps)
@@ -492,8 +493,6 @@ def _with_cpu(text: str, cpu: Any, length: str, ctx, notes: list[str]) -> dict[s
                               "chunks": chunks, "model_calls": job.calls}
     if excerpt:
         result["extract"] = excerpt
-    if notes:
-        result["note"] = "; ".join(notes)
     return result
 
 
