@@ -31,7 +31,7 @@ from llmos_shell.errors import Denied, LlmosError, UsageError
 from llmos_shell.fs.paths import ROOT, normalise
 from llmos_shell.fs.versions import acting
 from llmos_shell.gate import one_line
-from llmos_shell.kernel.loop import CALL_STARTS, Kernel, TurnResult
+from llmos_shell.kernel.loop import Kernel, TurnResult
 from llmos_shell.kernel.scheduler import Job, RunQueue
 from llmos_shell.shell.commands import COMMANDS, split
 from llmos_shell.shell.completer import ShellCompleter
@@ -366,9 +366,7 @@ class Shell:
         if self.process is None:
             return
         try:
-            cpu.next_token_logprobs(self.process.memory.render(cpu), CALL_STARTS)
-        except NotImplementedError:
-            pass
+            self.kernel.warm_up(self.process, cpu)
         except LlmosError as error:
             log.info("warm-up skipped: %s", error)
 

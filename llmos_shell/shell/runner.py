@@ -127,7 +127,7 @@ class Worker:
             ahead = queue.ahead_of(job)
             return f"waiting for the CPU ({ahead} ahead: `jobs`)" if ahead else None
 
-        self._watch(job.finished.wait, waiting, on_interrupt=lambda: queue.cancel(job))
+        self._watch(job.ended_within, waiting, on_interrupt=lambda: queue.cancel(job))
         return job.wait()
 
     def _watch(self, ended: Callable[[float], bool], waiting: Callable[[], str | None] = lambda: None,
