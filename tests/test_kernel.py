@@ -168,7 +168,7 @@ def test_approval_asked_and_granted(setup):
     asked = []
 
     class Yes(Events):
-        def approve(self, syscall, arguments):
+        def confirm(self, syscall, arguments):
             asked.append((syscall.name, arguments))
             return True
 

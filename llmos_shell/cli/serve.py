@@ -301,7 +301,7 @@ class Service:
             def token(self, text: str) -> None:
                 on_token(text)
 
-            def approve(self, syscall, arguments) -> bool:  # --approve ask: the server's operator decides
+            def confirm(self, syscall, arguments) -> bool:  # --approve ask: the server's operator decides
                 return bool(service.confirm and service.confirm(syscall, arguments))
 
         kernel = Kernel(self.system, approve=self.approve, max_steps=self.max_steps, max_tokens=chat.max_tokens,

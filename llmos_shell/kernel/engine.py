@@ -250,7 +250,7 @@ class Engine:
 
         # Text from tools is data: an irreversible call whose values the user never said (they came
         # from a file, OCR, a transcript) is asked about even under "auto".
-        approval = Approval(self.kernel.approve, confirm=events.approve, said=said if request else None,
+        approval = Approval(self.kernel.approve, confirm=events.confirm, said=said if request else None,
                             destination=roles.is_destination if roles is not None else None)
         if self.kernel.advice:
             approval.advice = self.kernel.advice

@@ -79,8 +79,8 @@ class Events:
     def progress(self, name: str, done: float, total: float | None, message: str | None) -> None:
         """The running syscall ``name`` reported how far it has got (``ctx.progress``, see hookspecs)."""
 
-    def approve(self, syscall: Syscall, arguments: dict[str, Any]) -> bool:
-        """Policy ``ask``: may this irreversible syscall run? Default: no."""
+    def confirm(self, syscall: Syscall, arguments: dict[str, Any]) -> bool:
+        """The approval policy asks (gate.Confirm): may this irreversible syscall run? Default: no."""
         return False
 
 
