@@ -37,7 +37,7 @@ from servers import llama_server, llmos_serve  # noqa: E402  (the tests' server 
 
 from llmos_shell.cpu import models  # noqa: E402
 from llmos_shell.config import Config  # noqa: E402
-from llmos_shell.kernel.loop import SYSTEM_PROMPT  # noqa: E402
+from llmos_shell.kernel.language import WORDS  # noqa: E402
 
 WORDS = ["apple", "river", "candle", "mountain", "piano", "garden", "rocket", "window", "forest", "silver",
          "pencil", "harbour", "lantern", "meadow", "violin", "castle"]
@@ -48,7 +48,7 @@ def load(url: str, model: str, *, clients: int, requests: int, max_tokens: int, 
     def body(index: int) -> dict:
         messages = [{"role": "user", "content": f"Say the word {WORDS[index % len(WORDS)]} once."}]
         if system:
-            messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
+            messages.insert(0, {"role": "system", "content": WORDS.system_prompt})
         return {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
 
     http = httpx.Client(base_url=url, timeout=600)

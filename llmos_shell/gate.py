@@ -40,6 +40,9 @@ from llmos_shell.syscalls import Syscall, SyscallTable
 log = logging.getLogger("llmos.gate")
 
 Approve = Literal["ask", "auto", "never"]
+#: The user's answer to "may this call run?" (under ``ask``, or ``auto`` for values nobody said): the
+#: shell asks at its prompt, ``llmos serve`` at its terminal; a kernel's caller gives it as Events.confirm.
+Confirm = Callable[[Syscall, dict[str, Any]], bool]
 
 
 @dataclass
@@ -53,7 +56,7 @@ class Approval:
     """
 
     mode: Approve = "never"
-    confirm: Callable[[Syscall, dict[str, Any]], bool] | None = None
+    confirm: Confirm | None = None
     said: Callable[[dict[str, Any]], bool] | None = None
     #: Did the user name this path as where to store? Replacing it is then what they asked for, and
     #: no loss: its old version is kept (fs/versions.py). None: no path counts as named.

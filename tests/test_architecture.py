@@ -211,3 +211,63 @@ def test_each_builtin_is_one_function_both_front_ends_call(name):
     cli_calls = calls(click_command(name).callback)
     assert f"builtins.{name}" in shell_calls, f"the shell's {name} does not call builtins.{name}: {shell_calls}"
     assert f"builtins.{name}" in cli_calls, f"`llmos {name}` does not call builtins.{name}: {cli_calls}"
+
+
+# --- the kernel: one way in, its words and settings its own -----------------------------------
+
+KERNEL = PACKAGE / "kernel"
+#: The modules of the turn engine and its planners: the kernel's inside, reached through Kernel.
+ENGINE = ("llmos_shell.kernel.engine", "llmos_shell.kernel.plan_model", "llmos_shell.kernel.plan_router")
+#: The kernel's prompts, word lists and thresholds.
+KERNEL_SETTINGS = ("llmos_shell.kernel.language", "llmos_shell.kernel.policy")
+#: Constants of the kernel that other parts use on purpose, and why.
+SHARED_CONSTANTS = {
+    # the call format a scripted CPU for plugin tests must write (a format, not a setting)
+    ("llmos_shell.testing", "llmos_shell.kernel.grammar", "CALL_OPEN"),
+    ("llmos_shell.testing", "llmos_shell.kernel.grammar", "CALL_CLOSE"),
+    # an MCP tool's result is cut to what the context keeps of any syscall's result
+    ("llmos_shell.mcp.drivers", "llmos_shell.kernel.memory", "MAX_TOOL_CHARS"),
+}
+
+
+def starts_a_turn(node: ast.AST) -> bool:
+    """A call of ``run`` on a kernel or an engine (``kernel.run(...)``, ``self.engine.run(...)``)."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "run"
+            and any(word in ast.unparse(node.func.value).lower() for word in ("kernel", "engine")))
+
+
+def test_only_the_run_queue_starts_a_turn():
+    """The shell, `llmos run`, `llmos serve` and MCP `ask` submit to the run queue (scheduler.py), which
+    alone calls Kernel.run: so every request is in `ps`, waits its turn for the CPU, and `kill` stops it."""
+    allowed = {"llmos_shell.kernel.scheduler", "llmos_shell.kernel.loop"}   # the queue; the Kernel facade
+    offenders = [f"{module_name(path)}:{node.lineno} {ast.unparse(node.func)}"
+                 for path in sources(PACKAGE) if module_name(path) not in allowed
+                 for node in ast.walk(ast.parse(path.read_text())) if starts_a_turn(node)]
+    assert not offenders, offenders
+    reaching_in = sorted(f"{module_name(path)} imports {name}" for path in sources(PACKAGE)
+                         if not under(module_name(path), "llmos_shell.kernel")
+                         for name in imports(path) if name in ENGINE)
+    assert not reaching_in
+
+
+def test_nothing_outside_the_kernel_imports_its_prompts_words_or_constants():
+    offenders = []
+    for path in sources(PACKAGE):
+        name = module_name(path)
+        if under(name, "llmos_shell.kernel"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and under(node.module, "llmos_shell.kernel")):
+                continue
+            if node.module in KERNEL_SETTINGS:
+                offenders.append(f"{name} imports {node.module}")
+            offenders += [f"{name} imports {node.module}.{alias.name}" for alias in node.names
+                          if alias.name.isupper() and (name, node.module, alias.name) not in SHARED_CONSTANTS]
+    assert not offenders, offenders
+
+
+def test_no_kernel_class_is_over_250_lines():
+    long = [f"{module_name(path)}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
+            for path in sources(KERNEL) for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250]
+    assert not long, long

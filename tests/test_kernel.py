@@ -9,7 +9,8 @@ import pytest
 
 from llmos_shell import hookimpl
 from llmos_shell.kernel.grammar import CALL_CLOSE, CALL_OPEN, write_calls
-from llmos_shell.kernel.loop import NO_FUNCTION_FITS, RELEVANCE_BASE, REQUEST_BASE, Events, Kernel
+from llmos_shell.kernel.language import WORDS
+from llmos_shell.kernel.loop import Events, Kernel
 from llmos_shell.testing import FakeCpu, make_system
 
 CALLS: list[tuple[str, dict]] = []
@@ -167,7 +168,7 @@ def test_approval_asked_and_granted(setup):
     asked = []
 
     class Yes(Events):
-        def approve(self, syscall, arguments):
+        def confirm(self, syscall, arguments):
             asked.append((syscall.name, arguments))
             return True
 
@@ -324,7 +325,7 @@ class UnrelatedCpu(FakeCpu):
     """A model for which no syscall's description makes the request any likelier."""
 
     def logprob(self, prefix, text):
-        return (-10.0 if prefix == RELEVANCE_BASE else -50.0), 5
+        return (-10.0 if prefix == WORDS.relevance_base else -50.0), 5
 
 
 def test_an_unrelated_call_is_not_made_and_the_model_is_told_to_answer_in_words(tmp_path):
@@ -333,7 +334,7 @@ def test_an_unrelated_call_is_not_made_and_the_model_is_told_to_answer_in_words(
     cpu.enqueue(call("shred", path="/x"), "Hello!")
     result = kernel.run(kernel.spawn("t"), "hello")
     assert result.syscalls == [] and result.output == "Hello!" and CALLS == []
-    assert cpu.prompts[-1].rstrip().endswith(NO_FUNCTION_FITS["content"] + "\n<|assistant|>")
+    assert cpu.prompts[-1].rstrip().endswith(WORDS.no_function_fits["content"] + "\n<|assistant|>")
     system.close()
 
 
@@ -344,8 +345,8 @@ class TopicalCpu(FakeCpu):
 
     def logprob(self, prefix, text):
         if text.startswith("Function `"):   # the function's text, after the request or after nothing
-            return (-20.0 if prefix == RELEVANCE_BASE else -10.0), 10
-        return (-10.0 if prefix == REQUEST_BASE else -15.0), 5   # the request, after the description
+            return (-20.0 if prefix == WORDS.relevance_base else -10.0), 10
+        return (-10.0 if prefix == WORDS.request_base else -15.0), 5   # the request, after the description
 
 
 def test_a_wanted_call_is_kept_when_the_request_makes_the_function_likelier(tmp_path):

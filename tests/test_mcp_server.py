@@ -220,6 +220,62 @@ def test_ask_runs_a_request_through_the_kernel(served_home):
     anyio.run(main)
 
 
+def _running_ask(home: Path, deadline: float) -> int:
+    """The pid of the `mcp ask` process once `llmos ps` shows it running."""
+    from conftest import run_llmos
+
+    while time.monotonic() < deadline:
+        listing = run_llmos("ps", "--json", home=home)
+        assert listing.returncode == 0, listing.stderr
+        rows = [json.loads(line) for line in listing.stdout.splitlines()]
+        running = [row["pid"] for row in rows if row["name"] == "mcp ask" and row["status"] == "running"]
+        if running:
+            return running[0]
+        time.sleep(0.2)
+    raise AssertionError("`llmos ps` never showed the ask running")
+
+
+def test_ask_is_a_process_ps_shows_running_and_llmos_kill_stops(tmp_path):
+    """`ask` goes through the run queue like every request: `llmos ps` (another program) shows its
+    process running, and `llmos kill PID` stops it within a token. The server is the real `llmos mcp
+    serve` (tests/scripted_llmos.py swaps in a CPU that tells a story a word every 50 ms)."""
+    from conftest import run_llmos
+
+    home = tmp_path / "home"
+    home.mkdir()
+    script = tmp_path / "script.json"
+    story = " ".join(f"word{i}" for i in range(400))   # 20 s at 50 ms a word
+    script.write_text(json.dumps({"replies": [story], "token_delay": 0.05}), encoding="utf-8")
+    env = {key: value for key, value in os.environ.items() if key != "LLMOS_MODEL"}
+    params = StdioServerParameters(command=sys.executable,
+                                   args=[str(REPO / "tests" / "scripted_llmos.py"), str(script),
+                                         "--home", str(home), "mcp", "serve"], env=env, cwd=str(REPO))
+    outcome = {}
+
+    async def main():
+        async with Client(params) as client:
+            assert "ask" in {tool.name for tool in (await client.list_tools()).tools}
+
+            async def ask():
+                outcome["result"] = await client.call_tool("ask", {"request": "Tell me a long story"},
+                                                           read_timeout_seconds=120)
+                outcome["ended"] = time.monotonic()
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(ask)
+                outcome["pid"] = await anyio.to_thread.run_sync(_running_ask, home, time.monotonic() + 60)
+                killer = await anyio.to_thread.run_sync(lambda: run_llmos("kill", str(outcome["pid"]), home=home))
+                assert killer.returncode == 0, killer.stderr
+                outcome["killed"] = time.monotonic()
+
+    anyio.run(main)
+    result = outcome["result"]
+    assert result.is_error and "killed" in result.content[0].text, result.content
+    assert outcome["ended"] - outcome["killed"] < 10   # stopped, not told to its end (20 s)
+    rows = [json.loads(line) for line in run_llmos("ps", "--json", home=home).stdout.splitlines()]
+    assert [row["status"] for row in rows if row["pid"] == outcome["pid"]] == ["killed"]
+
+
 def test_streamable_http_refuses_what_a_web_page_sends(http_server):
     """The same guard as `llmos serve` (llmos_shell/web.py), answered as JSON-RPC errors."""
     import httpx

@@ -66,7 +66,7 @@ def test_the_shell_draws_a_bar_while_the_call_runs():
     from llmos_shell.shell.runner import Worker
 
     screen = Terminal()
-    worker = Worker(Console(screen), confirm=lambda name, arguments: False)
+    worker = Worker(Console(screen), confirm=lambda syscall, arguments: False)
     events = worker.events()
 
     def work() -> str:

@@ -12,7 +12,8 @@ import pytest
 
 from llmos_shell.errors import UsageError
 from llmos_shell.kernel.grammar import write_calls
-from llmos_shell.kernel.loop import SYSTEM_PROMPT, Kernel
+from llmos_shell.kernel.language import WORDS
+from llmos_shell.kernel.loop import Kernel
 from llmos_shell.kernel.memory import EVICTION_CHARS, SUMMARY_CHARS, summarise, topic
 from llmos_shell.testing import FakeCpu, make_system
 
@@ -98,7 +99,7 @@ def test_the_summary_stays_bounded_and_keeps_the_newest(system):
         longest = max(longest, len(text))
         assert sum(len(s) + 2 for s in memory.summaries) <= SUMMARY_CHARS + 2
     assert changes > 20   # many evictions happened
-    assert longest <= len(SYSTEM_PROMPT) + SUMMARY_CHARS + 200
+    assert longest <= len(WORDS.system_prompt) + SUMMARY_CHARS + 200
     assert "subject0 " not in last                    # the oldest summaries went first
     evicted = [m for m in memory.store.messages(memory.pid) if m["swapped"] and m["role"] == "user"]
     assert topic(evicted[-1]["content"]) in last       # the latest eviction is summarised

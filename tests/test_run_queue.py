@@ -171,7 +171,7 @@ def test_a_job_that_ends_just_as_the_wait_gives_up_returns_its_result(machine, m
 
     def wait(self, timeout=None):
         if late.pop("once", False):
-            self.finished.wait(10)   # the job ends now, but this wait "timed out" just before
+            self.ended_within(10)   # the job ends now, but this wait "timed out" just before
             return None
         return real_wait(self, timeout)
 

@@ -293,7 +293,7 @@ class Service:
 
     def submit(self, chat: Chat, on_token: Callable[[str], None], cancel: threading.Event) -> Future:
         """Spawn the chat's process and queue it for the CPU; a Future of its :class:`Outcome`."""
-        from llmos_shell.kernel.loop import SYSTEM_PROMPT, Events, Kernel
+        from llmos_shell.kernel.loop import Events, Kernel
 
         service = self
 
@@ -301,7 +301,7 @@ class Service:
             def token(self, text: str) -> None:
                 on_token(text)
 
-            def approve(self, syscall, arguments) -> bool:  # --approve ask: the server's operator decides
+            def confirm(self, syscall, arguments) -> bool:  # --approve ask: the server's operator decides
                 return bool(service.confirm and service.confirm(syscall, arguments))
 
         kernel = Kernel(self.system, approve=self.approve, max_steps=self.max_steps, max_tokens=chat.max_tokens,
@@ -312,17 +312,17 @@ class Service:
             drivers: list[str] | None = []
         else:  # the OS's drivers, and the client's tools beside them
             drivers = sorted({s.driver for s in self.system.table}) if functions else None
-        system_prompt = SYSTEM_PROMPT + (f"\n\n{chat.system}" if chat.system else "")
-        process = kernel.spawn(f"api:{chat.model}", functions=functions, drivers=drivers, system_prompt=system_prompt)
+        process = kernel.spawn(f"api:{chat.model}", functions=functions, drivers=drivers,
+                               instructions=chat.system or None)
         try:
             process.parallel_calls = chat.parallel
             for message in chat.history:
                 process.memory.add(message["role"], message["content"])
-            text = _text(chat.last.get("content"))
-            work = None if chat.last["role"] == "user" else (
-                lambda job: self._answer_results(kernel, process, chat, on_token, job.cancel))
-            job = self.queue.submit(process, text, kernel=kernel, cancel=cancel, work=work, seed=chat.seed,
-                                    temperature=chat.temperature)
+            # the last message is the user's request, or the results of the calls the client ran: then
+            # the model answers from them (the engine's ResultsPlanner)
+            role = "user" if chat.last["role"] == "user" else "tool"
+            job = self.queue.submit(process, _text(chat.last.get("content")), kernel=kernel, cancel=cancel,
+                                    seed=chat.seed, temperature=chat.temperature, role=role)
         except BaseException:   # never a process left `ready` that nothing will run
             kernel.finish(process, "error")
             raise
@@ -339,33 +339,6 @@ class Service:
 
         job.future.add_done_callback(done)
         return outcome
-
-    def _answer_results(self, kernel, process, chat: Chat, on_token, cancel):
-        """The reply after the client ran the calls: its tool messages join the context, the model answers."""
-        from llmos_shell.kernel.loop import ANSWER_NOW, CALL_STARTS, TurnResult
-
-        process.memory.add("tool", _text(chat.last.get("content")))
-        turn = TurnResult(status="running")
-        try:
-            prompt, _used = process.memory.prompt(kernel.cpu, reserve=chat.max_tokens, transient=ANSWER_NOW)
-            if chat.reply_grammar:
-                generation = kernel.cpu.generate(prompt, max_tokens=chat.max_tokens, seed=chat.seed,
-                                                 grammar=chat.reply_grammar, on_token=on_token, cancel=cancel)
-            else:
-                generation = kernel.cpu.generate(prompt, max_tokens=chat.max_tokens, seed=chat.seed,
-                                                 temperature=chat.temperature, on_token=on_token, cancel=cancel,
-                                                 ban_first=CALL_STARTS, stop=chat.stop)
-            turn.count(generation.stats, "reply")
-            turn.output = generation.text.strip()
-            turn.status = "interrupted" if generation.cancelled else "ok"
-            process.memory.add("assistant", turn.output, tokens=generation.stats.decode_tokens)
-        except LlmosError as error:
-            turn.status, turn.error = "error", str(error)
-        finally:
-            if turn.status == "running":
-                turn.status = "error"
-            kernel.finish(process, turn.status)
-        return turn
 
     def close(self) -> None:
         self.queue.close()

@@ -17,31 +17,13 @@ the request named it as where to store (the user asked for it to be replaced).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from llmos_shell.errors import LlmosError
 from llmos_shell.fs.paths import normalise
-from llmos_shell.kernel.router import CLAUSE, PATH, QUOTED
-
-# Verbs that put something somewhere (or make a text out of another, to be kept where said).
-_KEEPS = re.compile(r"(?i)\b(?:sav(?:e|es|ed|ing)|writ(?:e|es|ing|ten)|wrote|put(?:s|ting)?|stor(?:e|es|ed|ing)"
-                    r"|keep(?:s|ing)?|kept|cop(?:y|ies|ied|ying)|export\w*|record\w*|jot\w*|dump\w*|output\w*"
-                    r"|plac(?:e|es|ed|ing)|add(?:s|ed|ing)?(?!\s+up)|append\w*|creat(?:e|es|ed|ing)|mak(?:e|es|ing)|made"
-                    r"|mov(?:e|es|ed|ing)|generat\w*|produc\w*|overwr\w*|replac\w*|updat\w*|rewrit\w*|stash\w*"
-                    r"|past(?:e|es|ed|ing)|summari[sz]\w*|translat\w*|convert\w*|turn\w*|transcrib\w*|merg\w*"
-                    r"|combin\w*|concatenat\w*|render\w*|speak\w*|spoke\w*|say|said|read\w* (?:it )?(?:out|aloud))\b")
-# Where: a preposition (and words like "a new file called") right before the path.
-_WHERE = re.compile(r"(?i)\b(?:to|into|in|inside|onto|as|at|under|over|called|named)"
-                    r"(?:\s+(?:the|a|an|new|same|my|this|that|another|file|folder|directory|document|text|audio"
-                    r"|sound|wav|called|named))*\s*$")
-# A verb that replaces the file it is followed by ("overwrite /notes/todo.txt", "replace the text of ...").
-_REPLACES = re.compile(r"(?i)\b(?:overwrit\w*|overwrote|replac\w*|updat\w*|rewrit\w*|creat\w*|fill|edit|chang\w*"
-                       r"|clear|empty)\s+(?:(?:the|my|this|that|file|whole|entire|content|contents|text|of|in)\s+)*$")
-# Only a list separator between two paths: the second shares the role of the first.
-_LISTED = re.compile(r"(?i)^\s*(?:,|,?\s*and|,?\s*or|&)\s*$")
-
+from llmos_shell.kernel.language import WORDS
+from llmos_shell.kernel.places import PATH
 
 @dataclass(frozen=True)
 class Roles:
@@ -69,9 +51,9 @@ def _normal(path: str) -> str | None:
 
 def roles(request: str, exists: Callable[[str], bool]) -> Roles:
     """Which paths of ``request`` are destinations. ``exists(path)``: is there a file or folder there now?"""
-    masked = QUOTED.sub(lambda m: "x" * len(m.group(0)), request)   # quoted text is data, not grammar
-    quoted = [m.span() for m in QUOTED.finditer(request)]
-    starts = [0] + [m.end() for m in CLAUSE.finditer(masked)]
+    masked = WORDS.quoted.sub(lambda m: "x" * len(m.group(0)), request)   # quoted text is data, not grammar
+    quoted = [m.span() for m in WORDS.quoted.finditer(request)]
+    starts = [0] + [m.end() for m in WORDS.clause.finditer(masked)]
     paths: list[str] = []
     asked: set[str] = set()
     previous_end, previous_asked = None, False
@@ -80,12 +62,13 @@ def roles(request: str, exists: Callable[[str], bool]) -> Roles:
         if path is None or any(start <= match.start() < end for start, end in quoted):
             continue   # a path inside quoted text is part of the text
         clause_start = max(s for s in starts if s <= match.start())
-        if previous_end is not None and _LISTED.match(masked[previous_end:match.start()]):
+        if previous_end is not None and WORDS.listed.match(masked[previous_end:match.start()]):
             is_asked = previous_asked
         else:
             before = masked[max(clause_start, previous_end or 0):match.start()]
             clause = masked[clause_start:match.start()]
-            is_asked = bool(_REPLACES.search(before) or (_WHERE.search(before) and _KEEPS.search(clause)))
+            is_asked = bool(WORDS.replaces.search(before)
+                            or (WORDS.where.search(before) and WORDS.keeps.search(clause)))
         if is_asked:
             asked.add(path)
         if path not in paths:

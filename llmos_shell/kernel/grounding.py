@@ -24,6 +24,8 @@ from typing import Any, Iterable
 
 import jsonschema
 
+from llmos_shell.kernel.language import WORDS
+
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(%?)")
 _WORD = re.compile(r"[^\W_]+")
 _DIGITS_MEET_LETTERS = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
@@ -59,8 +61,8 @@ class Source:
         if not words:
             return False
         if inflected:  # a plural either way: "adult" in "adults", "guitars" in "guitar shop"
-            words = [word[:-1] if len(word) > 3 and word.endswith("s") else word for word in words]
-        ending = r"[^\W\d_]{0,3}" if inflected else ""
+            words = [WORDS.without_plural(word) for word in words]
+        ending = WORDS.inflection if inflected else ""
         phrase = r"\W+".join(re.escape(word) + (ending if word[-1].isalpha() else "") for word in words)
         return re.search(rf"(?<![^\W_]){phrase}(?![^\W_])", self.text) is not None
 

@@ -6,7 +6,7 @@ arguments of a call it is told to make well. So the choice is made here, the
 way an intent classifier works: each syscall declares a few example requests
 (``register(..., examples=[...])``), the request is embedded with a sentence
 encoder (embed.py) and compared with every example, and with examples of
-requests the model answers itself (CHAT_EXAMPLES). Then a plan is built:
+requests the model answers itself (language.py: WORDS.chat_examples). Then a plan is built:
 
 * **clauses**: "translate X into Spanish and save it in /notes/x.txt" names two
   actions; the request is split at "and", "then" and ";" (outside quotes) and
@@ -42,37 +42,17 @@ from typing import Callable
 import numpy as np
 
 from llmos_shell.config import write_cached
+from llmos_shell.kernel.language import WORDS
 from llmos_shell.kernel.places import ANY_PATH, PATH, host_kind, inside, is_host, named_paths, takes_a_path
 from llmos_shell.syscalls import Syscall, SyscallTable
 
 log = logging.getLogger("llmos.router")
-
-#: Requests the model answers from what it knows: greetings, chat, general knowledge.
-CHAT_EXAMPLES = (
-    "Hello!", "Hi there", "Good morning!", "Thanks, that's great", "How are you today?",
-    "Who are you?", "What can you do?", "Tell me a joke", "Write a short poem about autumn",
-    "What is the capital of Japan?", "Who wrote Romeo and Juliet?", "Why is the sea salty?",
-    "Explain what a computer's memory does", "Give me three ideas for a birthday present",
-    "How many legs does a spider have?", "What does a CPU do?", "Can you recommend a good book?",
-    "What is photosynthesis?", "Is it healthy to drink coffee every day?", "Goodbye, see you tomorrow",
-    "Count to twenty", "List the days of the week", "Name three colours of the rainbow",
-)
-
-# Quoted text; an apostrophe inside a word ("Linus's", "it's") opens or closes nothing.
-QUOTED = re.compile(r"(?<!\w)'[^']{1,400}'(?!\w)|\"[^\"]{1,400}\"|“[^”]{1,400}”|‘[^’]{1,400}’")
-# Clause boundaries: "and", "then", "and then", ";" (quoted text is masked first).
-CLAUSE = re.compile(r"\s*(?:;|,?\s+and\s+then\s+|,?\s+then\s+|,?\s+and\s+)\s*", re.I)
-# "Please summarise: <the text>" — the text after a short lead-in is data, not the request.
-LEAD_IN = re.compile(r"^([^:]{3,60}):\s+(\S.{20,})$", re.S)
 
 # What a syscall that keeps or plays a text declares: it ends a chain, it does not transform.
 STORES = frozenset({"writes_fs", "audio_out"})
 
 # Vectors of example texts already encoded in this program, by (encoder name, text).
 _VECTORS: dict[tuple[str, str], np.ndarray] = {}
-
-KIND_WORDS = (("image/", "the image file"), ("audio/", "the audio file"), ("video/", "the video file"),
-              ("inode/directory", "the folder"), ("text/", "the text file"))
 
 
 @dataclass(frozen=True)
@@ -148,26 +128,26 @@ class Plan:
 
 def describe(text: str, kind_of: Callable[[str], str | None]) -> str:
     """The request as the router compares it: paths as their kind, quoted text as 'some text'."""
-    match = None if QUOTED.search(text) else LEAD_IN.match(text.strip())   # "write 'note: milk'" has none
+    match = None if WORDS.quoted.search(text) else WORDS.lead_in.match(text.strip())   # "write 'note: milk'" has none
     if match and not ANY_PATH.search(match.group(1) + " "):
-        text = match.group(1) + ": some text"
+        text = match.group(1) + ": " + WORDS.some_text
 
     def path_word(m: re.Match) -> str:
         # A path that does not exist yet (one to write), or a host path, is named by its extension,
         # like the examples'.
         path = m.group(0)
         mime = (kind_of(path) if path.startswith("/") else None) or host_kind(path) or ""
-        return next((word for prefix, word in KIND_WORDS if mime.startswith(prefix)), "the file")
+        return next((word for prefix, word in WORDS.kind_words if mime.startswith(prefix)), WORDS.any_file)
 
-    text = QUOTED.sub("'some text'", text)
+    text = WORDS.quoted.sub(f"'{WORDS.some_text}'", text)
     return ANY_PATH.sub(path_word, text)
 
 
 def clauses(text: str) -> list[str]:
     """The request split into the actions it names (never inside quotes)."""
-    masked = QUOTED.sub(lambda m: "x" * len(m.group(0)), text)
+    masked = WORDS.quoted.sub(lambda m: "x" * len(m.group(0)), text)
     parts, start = [], 0
-    for m in CLAUSE.finditer(masked):
+    for m in WORDS.clause.finditer(masked):
         parts.append(text[start:m.start()])
         start = m.end()
     parts.append(text[start:])
@@ -176,7 +156,7 @@ def clauses(text: str) -> list[str]:
 
 class Router:
     """Chooses syscalls for requests: a softmax classifier over sentence embeddings, trained on the
-    syscalls' examples (and CHAT_EXAMPLES as the class "answer yourself") when a table is first seen.
+    syscalls' examples (and WORDS.chat_examples as the class "answer yourself") when a table is first seen.
 
     A classifier beats the nearest example: it learns which directions of the embedding tell the
     actions apart, where nearest-example matching follows the topic ("taxes", "colour") instead
@@ -241,7 +221,7 @@ class Router:
     def _train(self, key: tuple) -> tuple[list[str], np.ndarray, np.ndarray]:
         if key not in self._models:
             names = [""] + [name for name, _ in key]
-            texts = [CHAT_EXAMPLES] + [examples for _, examples in key]
+            texts = [WORDS.chat_examples] + [examples for _, examples in key]
             # the examples' paths are illustrations: named by their extension
             x = self._embed_examples([describe(t, lambda path: None) for group in texts for t in group])
             y = np.concatenate([np.full(len(group), i) for i, group in enumerate(texts)])
@@ -403,20 +383,11 @@ class Router:
             plan.steps.append(Step(best, plan.scores[best.name]))
 
 
-_FETCH_VERB = re.compile(r"(?i)^(?:get|fetch|return|show|retrieve|read|look up|find|list)s?\s+(?:the\s+|a\s+|an\s+)?(.+)")
-
-
 def described(syscall: Syscall) -> tuple[str, ...]:
     """What the router learns a syscall without examples from (a tool of an MCP server): its
     description, its name in words, and the description as a user would ask for it ("Get current
     time in a timezone" -> "What is the current time in a timezone?")."""
-    words = _name_words(syscall)
-    text = _first_sentence(syscall)
-    asked = text[0].lower() + text[1:]
-    texts = [text, words, f"Please {asked}", f"Can you {asked}?", f"I need to {words}", f"{words} for me"]
-    fetch = _FETCH_VERB.match(text)
-    if fetch:
-        texts += [f"What is the {fetch.group(1)}?", f"Tell me the {fetch.group(1)}"]
+    texts = WORDS.asked_for(_first_sentence(syscall), _name_words(syscall))
     return tuple(dict.fromkeys(t for t in texts if t.strip()))
 
 
@@ -450,7 +421,7 @@ def _nothing_to_read(scores: dict[str, float], text: str, table: SyscallTable, k
     """A syscall that reads a kind of file cannot serve a request that gives its text in quotes
     and names no existing file: "Save a spoken version of 'welcome home' to /audio/welcome.wav"
     names a WAV to make, not one to transcribe. Such readers are taken out of the scores."""
-    if not QUOTED.search(text) or any(kind_of(p) is not None for p in PATH.findall(text)):
+    if not WORDS.quoted.search(text) or any(kind_of(p) is not None for p in PATH.findall(text)):
         return
     readers = [s.name for s in table if s.reads and s.input is None]
     if not readers:
@@ -479,7 +450,7 @@ def _readers(table: SyscallTable, kind_of, reach: Reach) -> Callable[[str], list
 def _read_named_files(plan: Plan, text: str, table: SyscallTable, readers_of) -> None:
     """A request naming an existing file (or a host one) starts with a syscall that reads that kind
     of file: the model cannot know what the file holds, and left alone it answers from imagination."""
-    literal = bool(QUOTED.search(text) or LEAD_IN.match(text.strip()))
+    literal = bool(WORDS.quoted.search(text) or WORDS.lead_in.match(text.strip()))
     paths = named_paths(text)
     for path in paths:
         readers = readers_of(path)

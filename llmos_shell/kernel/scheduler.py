@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
+from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any, Callable
@@ -35,28 +36,24 @@ Finished = Callable[["Job"], None]
 
 
 class Job:
-    """One request of one process, from waiting in the queue to its result."""
+    """One request of one process, from waiting in the queue to its result (its :attr:`future`)."""
 
     def __init__(self, number: int, kernel: Kernel, process: Process, text: str, events: Events | None,
-                 cancel: threading.Event | None, options: dict[str, Any],
-                 work: Callable[["Job"], TurnResult] | None = None) -> None:
+                 cancel: threading.Event | None, options: dict[str, Any]) -> None:
         self.number = number          # [1], [2], ... in the order submitted
         self.kernel = kernel          # whose policy (approval, step limit) the request runs under
         self.process = process
         self.text = text
         self.events = events
         self.cancel = cancel or threading.Event()
-        self.options = options        # seed, temperature: passed to Kernel.run
-        self.work = work              # what runs instead of Kernel.run (serve's answer to tool results)
+        self.options = options        # seed, temperature, role: passed to Kernel.run
         self.state = "waiting"        # waiting, running, then the turn's status or killed
         self.killed = False
-        self.result: TurnResult | None = None
-        self.error: BaseException | None = None   # a bug in the kernel, raised again by wait()
         self.submitted = time.perf_counter()
         self.started: float | None = None     # perf_counter times: how long it waited, how long it ran
         self.ended: float | None = None
-        self.finished = threading.Event()
-        self.future: Future = Future()        # the result (or the kernel's bug), for asyncio callers
+        #: the turn's result, or the kernel's bug as its exception; set once, when the job ends
+        self.future: Future = Future()
 
     @property
     def pid(self) -> int:
@@ -64,15 +61,31 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return self.finished.is_set()
+        return self.future.done()
+
+    @property
+    def result(self) -> TurnResult | None:
+        """The turn's result once the job has ended without a bug (else None)."""
+        if not self.future.done() or self.future.exception() is not None:
+            return None
+        return self.future.result()
+
+    @property
+    def error(self) -> BaseException | None:
+        """A bug in the kernel that ended the job (None until it ends, or if it ended well)."""
+        return self.future.exception() if self.future.done() else None
+
+    def ended_within(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the job to end; has it?"""
+        return bool(futures.wait([self.future], timeout).done)
 
     def wait(self, timeout: float | None = None) -> TurnResult | None:
-        """The turn's result once the job has ended (None if ``timeout`` passes first)."""
-        if not self.finished.wait(timeout):
+        """The turn's result once the job has ended (None if ``timeout`` passes first); a bug in the
+        kernel is raised again here."""
+        try:
+            return self.future.result(timeout)
+        except futures.TimeoutError:
             return None
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 class RunQueue:
@@ -96,15 +109,13 @@ class RunQueue:
     # --- submitting and waiting -------------------------------------------------------------
 
     def submit(self, process: Process, text: str, *, events: Events | None = None,
-               cancel: threading.Event | None = None, kernel: Kernel | None = None,
-               work: Callable[[Job], TurnResult] | None = None, **options: Any) -> Job:
+               cancel: threading.Event | None = None, kernel: Kernel | None = None, **options: Any) -> Job:
         """Queue one request of ``process``, run by ``kernel`` (default: the queue's);
-        ``options`` (seed, temperature) go to Kernel.run. ``work(job)`` runs instead of Kernel.run
-        when given (other work of the process on the CPU)."""
+        ``options`` (seed, temperature, role) go to Kernel.run."""
         kernel = kernel or self.kernel
         if kernel is None:
             raise ValueError("submit() needs a kernel: this run queue has no default")
-        job = Job(next(self._numbers), kernel, process, text, events, cancel, options, work)
+        job = Job(next(self._numbers), kernel, process, text, events, cancel, options)
         with self._changed:
             if self._closed:
                 raise RuntimeError("the run queue is closed")
@@ -232,10 +243,7 @@ class RunQueue:
         job.started = time.perf_counter()
         result, error = None, None
         try:
-            if job.work is not None:
-                result = job.work(job)
-            else:
-                result = job.kernel.run(job.process, job.text, cancel=job.cancel, events=job.events, **job.options)
+            result = job.kernel.run(job.process, job.text, cancel=job.cancel, events=job.events, **job.options)
         except BaseException as bug:  # the kernel recorded the process as failed; the waiter gets it
             log.debug("process %s: the kernel failed", job.pid, exc_info=True)   # (raised, logged) by wait()
             error = bug
@@ -251,13 +259,11 @@ class RunQueue:
                 self.fs.set_process_status(job.pid, "killed")
             except Exception:
                 log.exception("recording process %s as killed", job.pid)
-        job.result, job.error = result, error
         job.state = result.status if result is not None else "error"
         job.ended = time.perf_counter()
         with self._changed:
             if job in self._jobs:
                 self._jobs.remove(job)
-        job.finished.set()
         if error is not None:
             job.future.set_exception(error)
         else:

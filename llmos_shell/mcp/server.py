@@ -79,9 +79,25 @@ class LlmosMcp:
         self.system = system
         self.approve = approve
         self.ask = ask and system.cpu_status()[0] and ASK not in system.table
-        self._cpu_lock = threading.Lock()   # one CPU: one ``ask`` at a time
+        self._queue = None                  # the run queue of ``ask`` requests, made on the first
+        self._queue_lock = threading.Lock()
         if self.ask:  # load the model now, as the shell does: clients time out a first ``ask`` otherwise
             threading.Thread(target=self._warm_up, name="llmos-mcp-warm-up", daemon=True).start()
+
+    @property
+    def queue(self):
+        """This server's run queue (kernel/scheduler.py), made by the first ``ask``."""
+        from llmos_shell.kernel.scheduler import RunQueue
+
+        with self._queue_lock:
+            if self._queue is None:
+                self._queue = RunQueue(self.system.fs)
+            return self._queue
+
+    def close(self) -> None:
+        """Stop the ``ask`` requests still queued or running."""
+        if self._queue is not None:
+            self._queue.close()
 
     def _warm_up(self) -> None:
         try:
@@ -128,11 +144,12 @@ class LlmosMcp:
         request = arguments.get("request")
         if not isinstance(request, str) or not request.strip():
             raise UsageError("ask: 'request' must be a non-empty string")
-        with self._cpu_lock:
-            kernel = Kernel(self.system, approve=self.approve)
-            kernel.advice = DENIAL_ADVICE
-            process = kernel.spawn("mcp ask")
-            turn = kernel.run(process, request, cancel=cancel, events=Reports())
+        kernel = Kernel(self.system, approve=self.approve)
+        kernel.advice = DENIAL_ADVICE
+        process = kernel.spawn("mcp ask")
+        # through the run queue, as every request: one at a time on the CPU, `running` in `llmos ps`,
+        # and stopped by `llmos kill PID` (the queue watches the process table)
+        turn = self.queue.submit(process, request, kernel=kernel, cancel=cancel, events=Reports()).wait()
         if turn.status not in ("ok",):
             raise (Denied if turn.status == "denied" else LlmosError)(turn.error or turn.status)
         return {"reply": turn.output, "pid": process.pid,
@@ -243,7 +260,8 @@ def serve_stdio(system, *, approve: str = "never", ask: bool = True) -> None:
     import anyio
     from mcp.server.stdio import stdio_server
 
-    server = LlmosMcp(system, approve=approve, ask=ask).build()
+    served = LlmosMcp(system, approve=approve, ask=ask)
+    server = served.build()
 
     async def main() -> None:
         # the SDK points fd 1 at stderr while it serves: a driver's stray print cannot corrupt the wire
@@ -264,7 +282,10 @@ def serve_stdio(system, *, approve: str = "never", ask: bool = True) -> None:
                 await server.run(from_client, write_stream, server.create_initialization_options())
                 tasks.cancel_scope.cancel()
 
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    finally:
+        served.close()
 
 
 def serve_http(system, port: int, *, approve: str = "never", ask: bool = True, host: str = "127.0.0.1") -> None:
@@ -273,8 +294,12 @@ def serve_http(system, port: int, *, approve: str = "never", ask: bool = True, h
 
     from llmos_shell import web
 
-    app = LlmosMcp(system, approve=approve, ask=ask).build().streamable_http_app(host=host)
+    served = LlmosMcp(system, approve=approve, ask=ask)
+    app = served.build().streamable_http_app(host=host)
     # the checks llmos serve makes (foreign Host or Origin, not JSON, too large), before the SDK's own
     app = web.Guard(app, web.Policy.listening_on(host, port), error_body=web.jsonrpc_error)
     click.echo(f"llmos: MCP server on http://{host}:{port}/mcp (approve: {approve}); Ctrl-C stops it", err=True)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+    try:
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+    finally:
+        served.close()

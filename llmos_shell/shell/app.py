@@ -31,7 +31,7 @@ from llmos_shell.errors import Denied, LlmosError, UsageError
 from llmos_shell.fs.paths import ROOT, normalise
 from llmos_shell.fs.versions import acting
 from llmos_shell.gate import one_line
-from llmos_shell.kernel.loop import CALL_STARTS, Kernel, TurnResult
+from llmos_shell.kernel.loop import Kernel, TurnResult
 from llmos_shell.kernel.scheduler import Job, RunQueue
 from llmos_shell.shell.commands import COMMANDS, split
 from llmos_shell.shell.completer import ShellCompleter
@@ -311,10 +311,10 @@ class Shell:
         self.notify("\n".join(lines), kind=None)
         self.background.pop(job.number, None)   # said once, as a shell says "Done"
 
-    def confirm(self, name: str, arguments: dict[str, Any]) -> bool:
-        """Ask y/n before an irreversible syscall (main thread only)."""
+    def confirm(self, syscall, arguments: dict[str, Any]) -> bool:
+        """Ask y/n before an irreversible syscall (main thread only): the shell's gate.Confirm."""
         self.console.end_line()
-        question = f"{name} {short(arguments, 80)} cannot be undone. Run it? [y/N] "
+        question = f"{syscall.name} {short(arguments, 80)} cannot be undone. Run it? [y/N] "
         if self.script is not None:   # the answer is the script's next line
             self.console.write(question, "warning")
             answer = self.script.readline()
@@ -334,7 +334,7 @@ class Shell:
             self.ensure_model()
         worker = Worker(self.console, self.confirm, label=f"running {name}")
         events = worker.events()
-        confirm = events.approve  # asked on the main thread, as the kernel's approvals are
+        confirm = events.confirm  # asked on the main thread, as the kernel's approvals are
         try:
             result = worker.run(lambda: builtins.call(self.system, name, arguments, approve=self.kernel.approve,
                                                       confirm=confirm, pid=self.process.pid, cancel=worker.cancel,
@@ -365,9 +365,7 @@ class Shell:
         if self.process is None:
             return
         try:
-            cpu.next_token_logprobs(self.process.memory.render(cpu), CALL_STARTS)
-        except NotImplementedError:
-            pass
+            self.kernel.warm_up(self.process, cpu)
         except LlmosError as error:
             log.info("warm-up skipped: %s", error)
 

@@ -501,7 +501,7 @@ def wait_command(shell: "Shell", args: list[str]) -> None:
             if not left:
                 break
             shell.console.spin(f"waiting for {len(left)} job(s)")
-            left[0].finished.wait(0.1)
+            left[0].ended_within(0.1)
     except KeyboardInterrupt:
         shell.console.stop_spinner()
         shell.console.warning("stopped waiting; the jobs go on (`jobs`)")
@@ -533,7 +533,7 @@ def kill_command(shell: "Shell", args: list[str]) -> None:
         # its job, looked up first: once it has stopped, the queue forgets it
         job = shell.queue.job_of(pid) or next((j for j, _ in shell.background.values() if j.pid == pid), None)
         killed = builtins.kill(shell.fs, pid, shell.queue)
-        if killed.how == "stopping" and job is not None and not job.finished.wait(KILL_WAIT):
+        if killed.how == "stopping" and job is not None and not job.ended_within(KILL_WAIT):
             shell.console.warning(f"{pid} is still stopping (its current step has not ended)")
             continue
         shell.console.muted(str(killed))

@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Any, Callable
 
+from llmos_shell.gate import Confirm
 from llmos_shell.kernel.loop import Events
 from llmos_shell.shell.console import progress_text
 
@@ -23,11 +24,11 @@ log = logging.getLogger("llmos.shell")
 CANCEL_GRACE = 1.0   # seconds to wait for the worker after Ctrl-C before saying so
 
 
-class Approval:
-    """One question from the worker to the main thread: may this irreversible syscall run?"""
+class Question:
+    """The approval policy's question (gate.Confirm), handed from the worker to the main thread."""
 
-    def __init__(self, name: str, arguments: dict[str, Any]) -> None:
-        self.name = name
+    def __init__(self, syscall, arguments: dict[str, Any]) -> None:
+        self.syscall = syscall
         self.arguments = arguments
         self.answer: Future = Future()
 
@@ -35,7 +36,7 @@ class Approval:
 class ShellEvents(Events):
     """The kernel's events, shown on the console; approvals go to the main thread."""
 
-    def __init__(self, console, approvals: "queue.Queue[Approval]", cancel: threading.Event,
+    def __init__(self, console, approvals: "queue.Queue[Question]", cancel: threading.Event,
                  show_status: Callable[[str | None], None] = lambda status: None) -> None:
         self.console = console
         self.approvals = approvals
@@ -56,18 +57,18 @@ class ShellEvents(Events):
     def progress(self, name: str, done: float, total: float | None, message: str | None) -> None:
         self.show_status(progress_text(self.console.glyphs, name, done, total, message))
 
-    def approve(self, syscall, arguments: dict[str, Any]) -> bool:
-        return ask_main_thread(self.approvals, self.cancel, syscall.name, arguments)
+    def confirm(self, syscall, arguments: dict[str, Any]) -> bool:
+        return ask_main_thread(self.approvals, self.cancel, syscall, arguments)
 
     def note(self, text: str) -> None:
         self.console.end_line()
         self.console.warning(text)
 
 
-def ask_main_thread(approvals: "queue.Queue[Approval]", cancel: threading.Event, name: str,
+def ask_main_thread(approvals: "queue.Queue[Question]", cancel: threading.Event, syscall,
                     arguments: dict[str, Any]) -> bool:
     """From the worker: put the question to the main thread and wait for its answer (no if cancelled)."""
-    question = Approval(name, arguments)
+    question = Question(syscall, arguments)
     approvals.put(question)
     while not cancel.is_set():
         try:
@@ -80,13 +81,13 @@ def ask_main_thread(approvals: "queue.Queue[Approval]", cancel: threading.Event,
 class Worker:
     """One piece of work (a turn of the kernel, a syscall) in a thread, watched from the main thread."""
 
-    def __init__(self, console, confirm: Callable[[str, dict[str, Any]], bool], label: str = "thinking",
+    def __init__(self, console, confirm: Confirm, label: str = "thinking",
                  cancel: threading.Event | None = None) -> None:
         self.console = console
         self.confirm = confirm
         self.label = label
         self.cancel = cancel or threading.Event()   # a job's own, when following one
-        self.approvals: "queue.Queue[Approval]" = queue.Queue()
+        self.approvals: "queue.Queue[Question]" = queue.Queue()
         self.interrupted = False
         self.status: str | None = None   # a running syscall's progress, shown instead of the label
 
@@ -127,7 +128,7 @@ class Worker:
             ahead = queue.ahead_of(job)
             return f"waiting for the CPU ({ahead} ahead: `jobs`)" if ahead else None
 
-        self._watch(job.finished.wait, waiting, on_interrupt=lambda: queue.cancel(job))
+        self._watch(job.ended_within, waiting, on_interrupt=lambda: queue.cancel(job))
         return job.wait()
 
     def _watch(self, ended: Callable[[float], bool], waiting: Callable[[], str | None] = lambda: None,
@@ -177,7 +178,7 @@ class Worker:
                 continue
             self.console.stop_spinner()
             try:
-                answer = self.confirm(question.name, question.arguments)
+                answer = self.confirm(question.syscall, question.arguments)
             except KeyboardInterrupt:   # Ctrl-C at the question: no, and stop the turn
                 question.answer.set_result(False)
                 self._interrupt()
@@ -247,11 +248,11 @@ class JobEvents(Events):
         if shown is not None:   # in the background only the latest would matter: none is kept
             shown.progress(name, done, total, message)
 
-    def approve(self, syscall, arguments: dict[str, Any]) -> bool:
+    def confirm(self, syscall, arguments: dict[str, Any]) -> bool:
         with self._lock:
             shown = self._shown
         if shown is None:
             self.kept.append(("note", (f"{syscall.name} needs your approval: run the request in the "
                                        "foreground to be asked",)))
             return False
-        return shown.approve(syscall, arguments)
+        return shown.confirm(syscall, arguments)
