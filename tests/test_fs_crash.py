@@ -63,8 +63,10 @@ class Reader(threading.Thread):
 
 def kill_at_random(db: Path, round_no: int, rng: random.Random) -> list[str]:
     """Run the writer, SIGKILL it at a random moment, return its complete acknowledgement lines."""
+    # Unbuffered: readline() then takes exactly the READY line. A buffered reader reads ahead, and
+    # communicate() reads the pipe itself, so acknowledgements read ahead were lost, leaving a torn line.
     child = subprocess.Popen([sys.executable, str(WRITER), str(db), str(round_no), str(rng.randrange(1 << 30))],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     try:
         if rng.random() < 0.1:
             time.sleep(rng.uniform(0, 0.3))  # maybe while it is still starting or opening
