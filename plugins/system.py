@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from llmos_shell import DriverStatus, UsageError, hookimpl
+from llmos_plugins import simpleeval_private
 
 # --- calculate --------------------------------------------------------------------------
 
@@ -285,10 +286,7 @@ def _evaluate(text: str) -> Number:
             raise _Refused(f"the number {literal} is too large (more than {MAX_DIGITS} digits)")
         return Fraction(literal)
 
-    # Only arithmetic: every other kind of node (attributes, subscripts, comparisons, strings...) is refused.
-    evaluator.nodes = {ast.Name: evaluator._eval_name,
-                       ast.UnaryOp: evaluator._eval_unaryop, ast.BinOp: evaluator._eval_binop,
-                       ast.Call: evaluator._eval_call, ast.Constant: number}
+    simpleeval_private.arithmetic_only(evaluator, number)
     try:
         # Parsed here in "eval" mode: one expression, never statements ("1; import os").
         return _checked(_plain(evaluator.eval(text, previously_parsed=ast.parse(text, mode="eval").body)))

@@ -121,7 +121,9 @@ def llama_cpp_server(model_path, *, n_ctx: int = 4096, threads: int | None = Non
     port = port or free_port()
     command = [str(binary), "--model", str(model_path), "--host", "127.0.0.1", "--port", str(port),
                "--ctx-size", str(n_ctx), "--parallel", "1", "--threads", str(threads or os.cpu_count() or 1),
-               "--no-webui", *args]
+               # Attention computed as llama-cpp-python computes it in-process (its default; llama-server's
+               # "auto" turns flash attention on), so both CPUs have the same logits (README: BFCL through llama-server)
+               "--no-webui", "--flash-attn", "off", *args]
     if slot_save_path is not None:
         command += ["--slot-save-path", str(slot_save_path)]
     if cpu_has_amx():

@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 
+from llmos_shell.cpu import llama_private
+
 TOP_K = 64
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
@@ -32,7 +34,7 @@ class GrammarSampler:
         import llama_cpp
 
         self._lib = llama_cpp
-        self._sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode("utf-8"), b"root")
+        self._sampler = llama_cpp.llama_sampler_init_grammar(llama_private.vocab(llm), gbnf.encode("utf-8"), b"root")
         if not self._sampler:
             raise ValueError("llama.cpp rejected the grammar")
         self._all = np.arange(llm.n_vocab(), dtype=np.int32)
@@ -87,7 +89,6 @@ def decode(llm, gbnf: str, max_tokens: int, *, end_tokens: np.ndarray,
     count = 0
     finish = "length"
     try:
-        n_vocab = llm.n_vocab()
         while count < max_tokens:
             if cancelled():
                 finish = "cancelled"
@@ -95,13 +96,13 @@ def decode(llm, gbnf: str, max_tokens: int, *, end_tokens: np.ndarray,
             if sampler.allowed(end_tokens).any():
                 finish = "stop"
                 break
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
+            logits = llama_private.logits(llm)
             token = sampler.best(logits)
             if token < 0:
                 raise ValueError("the grammar allows no token here")
             sampler.accept(token)
             count += 1
-            piece = utf8.decode(llm._model.detokenize([token], special=True))
+            piece = utf8.decode(llama_private.token_bytes(llm, token))
             if piece:
                 pieces.append(piece)
                 emit(piece)

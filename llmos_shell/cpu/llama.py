@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext, redirect_stderr
 from typing import Any, Callable, Iterable
 
-from llmos_shell.cpu import hardware, probe
+from llmos_shell.cpu import hardware, llama_private, probe
 from llmos_shell.cpu.base import Cpu, Generation, GenerationStats, SequenceState
 from llmos_shell.cpu.sharing import MachineTurn, ThreadCount
 from llmos_shell.errors import BadModelFile, LlmosError
@@ -60,13 +60,11 @@ def _llama_messages_to_log():
     descriptors 1 and 2 at /dev/null; the shell loads in the background, so the
     output of commands typed meanwhile vanished with it. Loading verbose with
     Python's ``sys.stderr`` sent to the log silences the load alone."""
-    import llama_cpp._logger as llama_logger
-
     try:
         with redirect_stderr(_LogLines(logging.getLogger("llmos.llama"))):
             yield
     finally:
-        llama_logger.set_verbose(False)   # later messages: errors only, as with verbose=False
+        llama_private.quiet_library_log()   # later messages: errors only, as with verbose=False
 
 
 class LlamaCpu(Cpu):
@@ -128,9 +126,9 @@ class LlamaCpu(Cpu):
         self.n_threads = threads
         meta = self._llm.metadata
         template = meta.get("tokenizer.chat_template")
-        vocab = self._llm._model
-        self._eos = vocab.token_get_text(self._llm.token_eos()) if self._llm.token_eos() >= 0 else ""
-        self._bos = vocab.token_get_text(self._llm.token_bos()) if self._llm.token_bos() >= 0 else ""
+        eos, bos = self._llm.token_eos(), self._llm.token_bos()
+        self._eos = llama_private.token_text(self._llm, eos) if eos >= 0 else ""
+        self._bos = llama_private.token_text(self._llm, bos) if bos >= 0 else ""
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=self._eos, bos_token=self._bos) \
             if template else None
         self._add_bos = meta.get("tokenizer.ggml.add_bos_token", "false") == "true"
@@ -141,7 +139,7 @@ class LlamaCpu(Cpu):
 
         threads = self._threads.choose()
         if getattr(self, "_llm", None) is not None and threads != self.n_threads:
-            llama_cpp.llama_set_n_threads(self._llm._ctx.ctx, threads, threads)
+            llama_cpp.llama_set_n_threads(self._llm.ctx, threads, threads)
             self.n_threads = threads
 
     def _serve(self) -> None:
@@ -175,7 +173,7 @@ class LlamaCpu(Cpu):
         """How many of ``tokens`` the KV cache already holds (at most ``at_most``: the positions
         whose logits are needed must be evaluated again)."""
         llm = self._llm
-        return min(llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens), at_most)
+        return min(llm.longest_token_prefix(llama_private.evaluated_tokens(llm), tokens), at_most)
 
     def _w_tokenize(self, text: str) -> list[int]:
         tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=self._add_bos, special=True)
@@ -318,7 +316,7 @@ class LlamaCpu(Cpu):
         llm.eval(tokens[reuse:])
         self.decision_stats = GenerationStats(prefill_tokens=len(tokens) - reuse, cached_tokens=reuse)
         self.decision_stats.clock(started, None, None)
-        logprobs = _log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)))
+        logprobs = _log_softmax(llama_private.logits(llm))
         out = {}
         for candidate in candidates:
             ids = self._w_tokens_starting_with(candidate)
@@ -382,7 +380,7 @@ class LlamaCpu(Cpu):
         def size(cpu: "LlamaCpu") -> int:
             import llama_cpp
 
-            return int(llama_cpp.llama_state_seq_get_size(cpu._llm._ctx.ctx, 0)) if cpu._llm.n_tokens else 0
+            return int(llama_cpp.llama_state_seq_get_size(cpu._llm.ctx, 0)) if cpu._llm.n_tokens else 0
 
         return self._submit(size, compute=False)
 
@@ -396,7 +394,7 @@ class LlamaCpu(Cpu):
         llm = self._llm
         reuse = self._w_reusable(tokens, len(tokens))
         llm.n_tokens = reuse
-        llm._ctx.kv_cache_seq_rm(0, reuse, -1)   # cells past the prefix belong to another text
+        llama_private.forget_from(llm, reuse)   # cells past the prefix belong to another text
         llm.eval(tokens[reuse:])
         return len(tokens) - reuse
 
@@ -412,14 +410,14 @@ class LlamaCpu(Cpu):
             # llama.cpp saves a whole sequence: keep it aside, cut it to the first tokens, save those,
             # and put the whole back (memory copies only, nothing is evaluated again)
             whole = self._w_save_state(sha256)
-            llm._ctx.kv_cache_seq_rm(0, n_tokens, -1)
+            llama_private.forget_from(llm, n_tokens)
             llm.n_tokens = n_tokens
             try:
                 return self._w_save_state(sha256)
             finally:
                 if not self._w_load_state(whole):
                     log.warning("could not put the KV cache back after saving its first %d tokens", n_tokens)
-        ctx = llm._ctx.ctx
+        ctx = llm.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
         buffer = bytearray(size)
         written = llama_cpp.llama_state_seq_get_data(ctx, (ctypes.c_uint8 * size).from_buffer(buffer), size, 0)
@@ -435,20 +433,20 @@ class LlamaCpu(Cpu):
 
         llm = self._llm
         n_tokens = len(state.tokens)
-        llm._ctx.kv_cache_seq_rm(0, 0, -1)
+        llama_private.forget_from(llm, 0)
         llm.n_tokens = 0
         if not 0 < n_tokens < self.n_ctx:
             return False
         source = ctypes.cast(ctypes.c_char_p(state.data), ctypes.POINTER(ctypes.c_uint8))
-        loaded = llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, source, len(state.data), 0)
-        memory = llama_cpp.llama_get_memory(llm._ctx.ctx)
+        loaded = llama_cpp.llama_state_seq_set_data(llm.ctx, source, len(state.data), 0)
+        memory = llama_cpp.llama_get_memory(llm.ctx)
         # Bytes that parse but hold another number of cells than tokens would misplace every position.
         if loaded != len(state.data) or llama_cpp.llama_memory_seq_pos_max(memory, 0) != n_tokens - 1:
-            llm._ctx.kv_cache_seq_rm(0, 0, -1)
+            llama_private.forget_from(llm, 0)
             return False
         llm.input_ids[:n_tokens] = state.tokens
         llm.n_tokens = n_tokens
-        llm._requires_eval = True   # no logits came with the state: the last prompt token is evaluated again
+        llama_private.mark_logits_stale(llm)   # the last prompt token is evaluated again before sampling
         return True
 
     def _w_text_logprob(self, prefix: str, text: str, stats: GenerationStats) -> tuple[float, int]:
@@ -470,14 +468,10 @@ class LlamaCpu(Cpu):
         chunk, total, n_vocab = tokens[start:-1], 0.0, llm.n_vocab()
         for offset in range(0, len(chunk), llm.n_batch):
             piece = chunk[offset: offset + llm.n_batch]
-            llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
-            llm._batch.set_batch(batch=piece, n_past=llm.n_tokens, logits_all=True)
-            llm._ctx.decode(llm._batch)
-            logprobs = _log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(piece), n_vocab)))
+            llama_private.decode_keeping_all_logits(llm, piece)
+            logprobs = _log_softmax(llama_private.logits(llm, len(piece)).reshape(len(piece), n_vocab))
             targets = tokens[start + offset + 1: start + offset + 1 + len(piece)]
             total += float(logprobs[np.arange(len(targets)), targets].sum())
-            llm.input_ids[llm.n_tokens: llm.n_tokens + len(piece)] = piece
-            llm.n_tokens += len(piece)
         stats.prefill_tokens, stats.cached_tokens = len(tokens) - 1 - reuse, reuse
         return total, len(body)
 
@@ -503,7 +497,7 @@ class LlamaCpu(Cpu):
         import numpy as np
 
         if "_end_tokens" not in self.__dict__:
-            vocab = self._llm._model.vocab
+            vocab = llama_private.vocab(self._llm)
             self._end_tokens = np.array([i for i in range(self._llm.n_vocab())
                                          if llama_cpp.llama_vocab_is_eog(vocab, i)], dtype=np.int64)
         return self._end_tokens
@@ -517,8 +511,7 @@ class LlamaCpu(Cpu):
             if "_pieces" not in self.__dict__:
                 # Vocabulary text, with the byte-level BPE / SentencePiece marks for space and newline
                 # removed from the front: a fast C call per token, no detokenising.
-                model = self._llm._model
-                self._pieces = [model.token_get_text(i).lstrip("ĠĊ▁ \n")
+                self._pieces = [llama_private.token_text(self._llm, i).lstrip("ĠĊ▁ \n")
                                 for i in range(self._llm.n_vocab())]
             cache[text] = np.array([i for i, piece in enumerate(self._pieces)
                                     if piece and (piece.startswith(text) or (len(piece) >= 3 and text.startswith(piece)))],

@@ -28,6 +28,9 @@ from typing import Any
 
 from llama_cpp.llama_grammar import PRIMITIVE_RULES, SchemaConverter
 
+from llmos_shell.kernel import regex_private
+# Python's own regex parser: a pattern means here what it means to jsonschema's `re`
+from llmos_shell.kernel.regex_private import constants as _sre
 from llmos_shell.syscalls import SyscallTable
 
 log = logging.getLogger("llmos.grammar")
@@ -150,13 +153,6 @@ class _Prepared:
 
 # --- pattern -> GBNF -------------------------------------------------------------------------
 
-try:  # Python's own regex parser: the pattern means here what it means to jsonschema's `re`
-    from re import _constants as _sre
-    from re import _parser as _sre_parse
-except ImportError:  # pragma: no cover - Python < 3.11
-    import sre_constants as _sre  # type: ignore[no-redef]
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
-
 _JSON_SPECIAL = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]  # written escaped inside a JSON string
 _SAFE_CHAR = r'[^"\\\x00-\x1F]'
 _CATEGORIES = {
@@ -174,7 +170,7 @@ class UnsupportedPattern(ValueError):
 
 def pattern_rule(pattern: str) -> str:
     """A GBNF body for the JSON strings (quotes included) that ``re.search(pattern, s)`` accepts."""
-    parsed = _sre_parse.parse(pattern)
+    parsed = regex_private.parse(pattern)
     if parsed.state.flags & (re.IGNORECASE | re.MULTILINE):
         raise UnsupportedPattern("regex flags")
     items = list(parsed)
