@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,18 @@ from pathlib import Path
 import pytest
 
 from llmos_shell.fs import Filesystem
+from llmos_shell.fs import migrations
+
+
+def database_before(path: Path, migration: str) -> sqlite3.Connection:
+    """A new database at ``path`` with every migration before ``migration`` applied, as an older
+    llmos left it: write its rows through the connection returned, then close it and open it."""
+    import sqlite_utils
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrations.helper().apply(sqlite_utils.Database(conn, execute_plugins=False), stop_before=migration)
+    conn.execute(f"PRAGMA user_version = {migrations.known().index(migration)}")
+    return conn
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import sqlite3
 import threading
 
 import pytest
-from fs_fixtures import run_llmos
+from fs_fixtures import database_before, run_llmos
 
 from llmos_shell.errors import FsError
 from llmos_shell.fs import CorruptDatabase, Filesystem
@@ -67,12 +67,7 @@ def test_reopen_keeps_data_and_applies_nothing_twice(tmp_path):
 def test_upgrade_from_an_older_schema(tmp_path):
     """A database made by an older llmos (first two migrations) gets the rest, data intact."""
     path = tmp_path / "llmos.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    import sqlite_utils
-
-    db = sqlite_utils.Database(conn, execute_plugins=False)
-    mig.helper().apply(db, stop_before="m003_processes")
-    conn.execute("PRAGMA user_version = 2")
+    conn = database_before(path, "m003_processes")
     conn.execute("INSERT INTO files (path, parent, name, kind, content, is_text, mime, size, created, modified) "
                  "VALUES ('/old.txt', 1, 'old.txt', 'file', CAST('from the past' AS BLOB), 1, 'text/plain', 13, 0, 0)")
     conn.close()
@@ -87,12 +82,7 @@ def test_upgrade_from_an_older_schema(tmp_path):
 def test_upgrade_moves_content_into_blobs_with_versions_and_search_intact(tmp_path):
     """A database of the schema before content blobs (m011), with files and kept versions."""
     path = tmp_path / "llmos.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    import sqlite_utils
-
-    db = sqlite_utils.Database(conn, execute_plugins=False)
-    mig.helper().apply(db, stop_before="m012_content_blobs")
-    conn.execute("PRAGMA user_version = 11")
+    conn = database_before(path, "m012_content_blobs")
     # what llmos wrote at that schema: content in `files`, old content in `blobs` (refs), a version
     def sha(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()

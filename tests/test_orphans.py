@@ -16,6 +16,7 @@ import threading
 import pytest
 
 from conftest import run_llmos
+from fs_fixtures import database_before
 from llmos_shell.fs import Filesystem, migrations
 
 CHILD = """
@@ -163,12 +164,7 @@ def test_many_programs_at_once_mark_only_the_dead_owners_processes(db):
 
 def test_unfinished_processes_from_before_owners_were_recorded_are_crashed_by_the_upgrade(tmp_path):
     path = tmp_path / "llmos.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    import sqlite_utils
-
-    db = sqlite_utils.Database(conn, execute_plugins=False)
-    migrations.helper().apply(db, stop_before="m007_process_owners")
-    conn.execute("PRAGMA user_version = 6")
+    conn = database_before(path, "m007_process_owners")
     conn.execute(f"PRAGMA application_id = {migrations.APPLICATION_ID}")
     for name, status in (("old run", "running"), ("old task", "ready"), ("old done", "ok")):
         conn.execute("INSERT INTO processes (name, status, created, updated) VALUES (?, ?, 0, 0)", (name, status))
