@@ -456,13 +456,13 @@ class FilesMixin(VersionsMixin):
 
     def _copy_row(self, file_id: int, path: str, parent_id: int, now: float) -> int:
         """A copy of one row: a file's copy holds the same blob (no bytes are copied)."""
-        cursor = self.conn.execute(
+        new_id, kind, digest = self.conn.execute(
             "INSERT INTO files (path, parent, name, kind, is_text, mime, size, sha256, created, modified) "
-            "SELECT ?, ?, ?, kind, is_text, mime, size, sha256, ?, ? FROM files WHERE id = ?",
-            (path, parent_id, basename(path), now, now, file_id))
-        self.conn.execute("UPDATE blobs SET live = live + 1 WHERE sha256 = "
-                          "(SELECT sha256 FROM files WHERE id = ? AND kind = 'file')", (file_id,))
-        return cursor.lastrowid
+            "SELECT ?, ?, ?, kind, is_text, mime, size, sha256, ?, ? FROM files WHERE id = ? "
+            "RETURNING id, kind, sha256", (path, parent_id, basename(path), now, now, file_id)).fetchone()
+        if kind == "file":
+            self._hold_again(digest)
+        return new_id
 
     # --- host bridge --------------------------------------------------------------------
 

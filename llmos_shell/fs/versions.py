@@ -10,7 +10,8 @@ Content lives in ``blobs``, once per sha256, for files and versions alike: a
 blob counts the files that hold it (``live``) and the versions (``kept``). A
 version is the state of one path just before one change: the sha256 of its
 content, or none when the change created the file. So an overwrite copies
-nothing: the old blob stays, held by the new version instead of the file. Each records who made the change: the process (pid) and the request,
+nothing: the old blob stays, held by the new version instead of the file.
+Each version records who made the change: the process (pid) and the request,
 an id shared by every change one request makes (a shell line, a task's turn,
 one ``llmos fs`` command), set with :func:`acting`. That is what :meth:`undo`
 reverts.
