@@ -40,6 +40,17 @@ def default_model_path() -> Path:
     return _installed(DEFAULT_MODEL)
 
 
+def raw_llama(model_path, **settings):
+    """A bare ``llama_cpp.Llama`` for tests of llama-cpp-python itself, loaded as llmos loads models
+    on this CPU: without extra weight buffers where they crash (AMX, see ``cpu/hardware.py``)."""
+    import llama_cpp
+
+    from llmos_shell.cpu import hardware
+
+    with hardware.model_params(hardware.extra_buffers()):
+        return llama_cpp.Llama(model_path=str(model_path), verbose=False, **settings)
+
+
 @pytest.fixture(scope="session")
 def small_cpu(small_model_path):
     from llmos_shell.cpu import LlamaCpu

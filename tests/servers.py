@@ -82,7 +82,13 @@ def llama_server(model_path, *, n_ctx: int = 2048, threads: int | None = None, a
                  port: int | None = None) -> ServerProcess:
     """llama-cpp-python's OpenAI-compatible server on ``model_path``."""
     port = port or free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
+    # Its models load with llama.cpp's default extra buffers, which crash at the first token on a CPU
+    # with AMX (ggml-org/llama.cpp#20824) and it has no option to turn them off: there, it runs
+    # inside llmos's hardware.model_params(False), as the in-process CPU loads its model.
+    server = ["-m", "llama_cpp.server"] if not cpu_has_amx() else ["-c", (
+        "import runpy, sys; from llmos_shell.cpu import hardware; sys.argv[0] = 'llama_cpp.server'\n"
+        "with hardware.model_params(False): runpy.run_module('llama_cpp.server', run_name='__main__')")]
+    command = [sys.executable, *server, "--model", str(model_path), "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads or os.cpu_count() or 1),
                "--n_threads_batch", str(threads or os.cpu_count() or 1)]
     if api_key:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import raw_llama
 from llmos_shell.cpu import decoder, llama_private
 
 pytestmark = pytest.mark.slow
@@ -22,9 +23,7 @@ PROMPT = "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_st
 
 @pytest.fixture(scope="module")
 def llm(small_model_path):
-    import llama_cpp
-
-    model = llama_cpp.Llama(model_path=str(small_model_path), n_ctx=512, n_threads=2, verbose=False)
+    model = raw_llama(small_model_path, n_ctx=512, n_threads=2)
     yield model
     model.close()
 

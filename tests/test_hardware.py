@@ -5,6 +5,7 @@ llmos program computing at a time."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -35,6 +36,15 @@ def test_this_machines_flags_are_read():
         pytest.skip("no /proc/cpuinfo here")
     assert hardware.cpu_flags(), "no flags line in /proc/cpuinfo"
     assert hardware.has_amx() == any(flag.startswith("amx") for flag in hardware.cpu_flags())
+
+
+def test_every_model_load_goes_through_the_hardware_check():
+    """A bare ``Llama()`` crashes at the first token on an AMX CPU: only these files may build one
+    (each inside ``hardware.model_params`` or in a child process); tests use ``conftest.raw_llama``."""
+    loaders = {str(path.relative_to(REPO)) for folder in ("llmos_shell", "plugins", "tests", "bench", "tools")
+               for path in (REPO / folder).rglob("*.py") if re.search(r"Llama\(\s*model_path", path.read_text())}
+    assert loaders == {"llmos_shell/cpu/llama.py", "llmos_shell/cpu/probe.py", "tests/conftest.py",
+                       "tests/test_hardware.py", "bench/cpu.py"}
 
 
 def test_the_load_adapter_reaches_llama_cpp(small_model_path):

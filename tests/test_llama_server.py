@@ -152,6 +152,20 @@ def test_context_switch_by_slot_save_and_restore(system, kernel):
     assert step["cached_tokens"] > 300 and step["prefill_tokens"] < 100   # restored, not evaluated again
 
 
+def test_a_decision_keeps_the_slots_conversation(system):
+    cpu = system.cpu
+    notes = "".join(f"Shelf {n} holds {n * 7} books.\n" for n in range(30))
+    prompt = cpu.format_chat([{"role": "user", "content": f"My notes:\n{notes}Which shelf holds 21 books?"}])
+    first = cpu.generate(prompt, max_tokens=4)
+    conversation = len(cpu.tokenize(prompt))
+    assert first.stats.prefill_tokens > 300
+    score, n_tokens = cpu.logprob("A function about the weather: ", "get_weather")
+    assert n_tokens > 0 and score < 0
+    again = cpu.generate(prompt + first.text, max_tokens=4)
+    # restored after the decision, not evaluated again (without the save and restore: ~0 cached)
+    assert again.stats.cached_tokens >= conversation - 1 and again.stats.prefill_tokens < 20
+
+
 def test_server_killed_mid_generation(default_model_path, tmp_path):
     with llama_cpp_server(default_model_path, n_ctx=2048) as doomed:
         config = Config.load(home=tmp_path, model=f"remote:{doomed.url}")

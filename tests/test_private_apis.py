@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import raw_llama
 from llmos_plugins import simpleeval_private
 from llmos_shell.cpu import llama_private
 from llmos_shell.kernel import regex_private
@@ -45,9 +46,7 @@ def test_every_adapter_names_its_private_uses():
 
 @pytest.fixture(scope="module")
 def llm(small_model_path):
-    import llama_cpp
-
-    model = llama_cpp.Llama(model_path=str(small_model_path), n_ctx=256, n_batch=64, n_threads=1, verbose=False)
+    model = raw_llama(small_model_path, n_ctx=256, n_batch=64, n_threads=1)
     yield model
     model.close()
 

@@ -26,7 +26,10 @@ With a ``llama-server`` started with ``--slot-save-path``, every request goes to
 the CPU can snapshot (:attr:`RemoteCpu.can_snapshot`): a context switch saves the slot to a
 file on the server (named by a hash of its tokens) and restores the incoming process's file
 (see :mod:`llmos_shell.kernel.snapshots`). The server checks the restored tokens against each
-prompt (``cache_prompt``), so a stale file is never wrong, only useless.
+prompt (``cache_prompt``), so a stale file is never wrong, only useless. A decision (the
+relevance test scores a short unrelated text) is framed by a save and a restore of the slot too,
+as the in-process CPU keeps its KV cache around one: the conversation is not evaluated again after
+it, and its cache holds the same values on both CPUs (same logits, same calls).
 
 A feature the server lacks is logged once as a note (:attr:`RemoteCpu.notes`) and degrades
 the way the kernel already handles: no next-token probabilities means the kernel decodes a
@@ -46,6 +49,7 @@ import random
 import re
 import threading
 import time
+from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from llmos_shell.cpu.base import Cpu, Generation, GenerationStats, SequenceState
@@ -573,7 +577,8 @@ class RemoteCpu(Cpu):
         grammar = "root ::= " + " ".join(f"<[{token}]>" for token in body)
         path, request = self._completion(prefix, len(body), grammar=grammar,
                                          extra={"n_probs": 1, **self._sampling(0.0, None)})
-        answer = self._post(path, request)
+        with self._slot_kept():
+            answer = self._post(path, request)
         try:
             entries = answer["completion_probabilities"][:len(body)]
             values = [float(e["logprob"]) if "logprob" in e else math.log(max(e["prob"], 1e-45)) for e in entries]
@@ -595,6 +600,22 @@ class RemoteCpu(Cpu):
     def model_sha256(self) -> str | None:
         """What a slot file is tied to: this server and the model it serves (no file hash is known)."""
         return hashlib.sha256(f"{self.url}|{self.model_id}".encode()).hexdigest()
+
+    @contextmanager
+    def _slot_kept(self):
+        """Score other text without losing the slot's conversation: the slot is saved to a file
+        before and restored after (tens of milliseconds, against evaluating the conversation again),
+        as the in-process CPU copies its KV cells out and back (``LlamaCpu._w_cache_kept``)."""
+        try:
+            saved = self.save_sequence_state()
+        except LlmosError as error:   # not kept: the next prompt is evaluated in full, nothing worse
+            log.warning("remote CPU %s: could not save the slot before a decision: %s", self.url, error)
+            saved = None
+        try:
+            yield
+        finally:
+            if saved is not None and not self.load_sequence_state(saved):
+                log.warning("remote CPU %s: could not restore the slot after a decision", self.url)
 
     def _held(self) -> tuple[int, ...]:
         """The tokens the slot's KV cache starts with (the last prompt it evaluated)."""
