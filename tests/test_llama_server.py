@@ -166,6 +166,35 @@ def test_a_decision_keeps_the_slots_conversation(system):
     assert again.stats.cached_tokens >= conversation - 1 and again.stats.prefill_tokens < 20
 
 
+def test_a_call_is_decoded_from_the_same_batches_as_in_process(system, default_cpu, monkeypatch):
+    """The last prompt token of a call is evaluated alone on both CPUs (LlamaCpu does so; the remote
+    CPU first fills the slot up to the token before it), so near-ties between two tokens are decided
+    the same way and both decode the same calls, a further call after the first included."""
+    cpu = system.cpu
+    evaluated: list[int] = []   # prompt tokens the server evaluated for each generation
+    events = cpu._events
+
+    def counted(path, body):
+        for event in events(path, body):
+            if event.get("stop"):
+                evaluated.append((event.get("timings") or {}).get("prompt_n"))
+            yield event
+
+    monkeypatch.setattr(cpu, "_events", counted)
+    table = SyscallTable.of([declared_syscall(FLIGHT)])
+    grammar = call_grammar(table)
+    prompt = cpu.format_chat([{"role": "user", "content": "Fly me from OSL to FCO, then from FCO to JFK, one seat "
+                                                          "each."}], tools=[s.tool_schema() for s in table]) + CALL_OPEN
+    decoded = {}
+    for name, each in (("remote", cpu), ("in-process", default_cpu)):
+        first = each.generate(prompt, max_tokens=64, grammar=grammar)
+        further = each.generate(prompt + first.text + "\n" + CALL_OPEN, max_tokens=64, grammar=grammar)
+        decoded[name] = (first.text, further.text)
+        assert first.finish_reason == further.finish_reason == "stop"
+    assert decoded["remote"] == decoded["in-process"]
+    assert evaluated == [1, 1]
+
+
 def test_server_killed_mid_generation(default_model_path, tmp_path):
     with llama_cpp_server(default_model_path, n_ctx=2048) as doomed:
         config = Config.load(home=tmp_path, model=f"remote:{doomed.url}")

@@ -29,7 +29,9 @@ file on the server (named by a hash of its tokens) and restores the incoming pro
 prompt (``cache_prompt``), so a stale file is never wrong, only useless. A decision (the
 relevance test scores a short unrelated text) is framed by a save and a restore of the slot too,
 as the in-process CPU keeps its KV cache around one: the conversation is not evaluated again after
-it, and its cache holds the same values on both CPUs (same logits, same calls).
+it, and its cache holds the same values on both CPUs (same logits, same calls). For the same
+reason a call's prompt is evaluated in two requests there, all but its last token and then that
+one alone, as ``LlamaCpu`` does (:meth:`RemoteCpu._fill_but_last`).
 
 A feature the server lacks is logged once as a note (:attr:`RemoteCpu.notes`) and degrades
 the way the kernel already handles: no next-token probabilities means the kernel decodes a
@@ -385,6 +387,7 @@ class RemoteCpu(Cpu):
         cancel = cancel or threading.Event()
         started = time.perf_counter()
         head = self._first_token(prompt, tuple(ban_first), temperature, seed) if ban_first and not grammar else ""
+        filled = self._fill_but_last(prompt) if (grammar or seed is not None) and not head else {}
         path, body = self._completion(prompt + head, max(1, max_tokens - bool(head)), grammar=grammar, stop=stop,
                                       extra={**self._sampling(temperature, seed), "stream": True})
         if self.kind == "vllm":
@@ -423,8 +426,29 @@ class RemoteCpu(Cpu):
         if grammar and finish == "stop":
             text = text.strip()  # the server decodes on to the end token; LlamaCpu stops at completion
         self._fill_stats(stats, usage, prompt)
+        if filled.get("evaluated") is not None:  # the prompt was evaluated in two requests
+            stats.prefill_tokens += int(filled["evaluated"])
+            stats.cached_tokens = int(filled.get("cached") or 0)
         stats.clock(started, first, last)
         return Generation(text=text, finish_reason=finish, stats=stats)
+
+    def _fill_but_last(self, prompt: str) -> dict[str, Any]:
+        """Evaluate all of ``prompt`` but its last token, so that the generation evaluates that one
+        alone, as ``LlamaCpu`` does before a call or a seeded reply: the last token's logits differ
+        by rounding between a batch and a single-token decode, and near-ties between two tokens
+        (``,`` or ``}}`` after an argument) are decided at that level. The same tokens in the same
+        batches give the same calls on both CPUs. llama-server only; returns that request's usage.
+        Skipped when the slot already holds all but the last token (it evaluates that one alone)."""
+        if self.kind != "llama.cpp" or self.slot is None or self._tokenize_path is None:
+            return {}
+        tokens = self.tokenize(prompt)
+        if len(tokens) < 2 or self.cached_prefix(tokens) >= len(tokens) - 1:
+            return {}
+        path, body = self._completion(prompt, 0, extra=self._sampling(0.0, None))
+        body["prompt"] = tokens[:-1]
+        answer = self._post(path, body)
+        self._slot_text, self._slot_tokens = None, tuple(tokens[:-1])
+        return self._usage_of(answer)
 
     def _piece(self, event: dict[str, Any], usage: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
         """One stream event: its text, its finish reason if it is the last, and any usage it carries."""
