@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from llmos_shell.cpu import hardware
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -85,7 +87,7 @@ def llama_server(model_path, *, n_ctx: int = 2048, threads: int | None = None, a
     # Its models load with llama.cpp's default extra buffers, which crash at the first token on a CPU
     # with AMX (ggml-org/llama.cpp#20824) and it has no option to turn them off: there, it runs
     # inside llmos's hardware.model_params(False), as the in-process CPU loads its model.
-    server = ["-m", "llama_cpp.server"] if not cpu_has_amx() else ["-c", (
+    server = ["-m", "llama_cpp.server"] if not hardware.has_amx() else ["-c", (
         "import runpy, sys; from llmos_shell.cpu import hardware; sys.argv[0] = 'llama_cpp.server'\n"
         "with hardware.model_params(False): runpy.run_module('llama_cpp.server', run_name='__main__')")]
     command = [sys.executable, *server, "--model", str(model_path), "--host", "127.0.0.1",
@@ -108,15 +110,6 @@ def llama_cpp_binary() -> Path | None:
     return binary if binary.is_file() and os.access(binary, os.X_OK) else None
 
 
-def cpu_has_amx() -> bool:
-    """Does /proc/cpuinfo list AMX? llama.cpp's repacked buffers crash there (ggml-org/llama.cpp#20824)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            return any(line.startswith("flags") and " amx" in line for line in info)
-    except OSError:
-        return False
-
-
 def llama_cpp_server(model_path, *, n_ctx: int = 4096, threads: int | None = None, slot_save_path=None,
                      port: int | None = None, args: tuple[str, ...] = ()) -> ServerProcess:
     """llama.cpp's ``llama-server`` on ``model_path``: one slot, so a process's context is that slot's;
@@ -132,7 +125,7 @@ def llama_cpp_server(model_path, *, n_ctx: int = 4096, threads: int | None = Non
                "--no-webui", "--flash-attn", "off", *args]
     if slot_save_path is not None:
         command += ["--slot-save-path", str(slot_save_path)]
-    if cpu_has_amx():
+    if hardware.has_amx():   # llama.cpp's repacked buffers crash there (ggml-org/llama.cpp#20824)
         command.append("--no-repack")
     return ServerProcess(command, port)
 
